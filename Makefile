@@ -1,0 +1,67 @@
+# Sidelight — the two commands: `make run` (set up and run the agent) and `make test`
+# (set up and run every test). Every other target is a step of set-up, each idempotent:
+# a second run only redoes what changed.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+ROOT := $(CURDIR)
+NODE_HOME := $(ROOT)/.tools/node
+# Only inside make: the provisioned node (>= 22) first in PATH.
+export PATH := $(NODE_HOME)/bin:$(PATH)
+
+BPF_SRCS := $(wildcard bpf/*.bpf.c)
+BPF_OBJS := $(patsubst bpf/%.bpf.c,build/%.bpf.o,$(BPF_SRCS))
+BPF_HDRS := $(wildcard bpf/*.h)
+TS_SRCS := $(shell find src -name '*.ts' 2>/dev/null)
+NATIVE_SRCS := $(wildcard native/src/*) native/binding.gyp bpf/sidelight.h
+ADDON := native/build/Release/sidelight.node
+BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -Ibuild -Ibpf
+
+.PHONY: help run test setup packages node deps bpf addon ts collector check clean
+help:
+	@echo "make run    set up and run the agent (ARGS='--config FILE' to pass flags)"
+	@echo "make test   set up and run all tests"
+	@echo "make setup  build everything without running"
+
+run: setup
+	./bin/sidelight run $(ARGS)
+
+test: setup collector
+	bash scripts/test.sh
+
+setup: packages node deps bpf addon ts
+
+packages:
+	@bash scripts/packages.sh
+
+node:
+	@bash scripts/node.sh
+
+deps: node_modules/.stamp
+node_modules/.stamp: package.json package-lock.json | node
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+bpf: $(BPF_OBJS)
+build/vmlinux.h: | packages
+	@mkdir -p build
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
+build/%.bpf.o: bpf/%.bpf.c $(BPF_HDRS) build/vmlinux.h
+	clang $(BPF_CFLAGS) -c $< -o $@
+
+addon: $(ADDON)
+$(ADDON): $(NATIVE_SRCS) node_modules/.stamp
+	cd native && npx --no-install node-gyp rebuild --nodedir="$$(readlink -f $(NODE_HOME))" --loglevel=warn
+
+ts: dist/.stamp
+dist/.stamp: $(TS_SRCS) tsconfig.json node_modules/.stamp
+	npx --no-install tsc -p tsconfig.json
+	@touch $@
+
+collector: | node
+	@bash scripts/collector.sh
+
+check: setup
+	./bin/sidelight check
+
+clean:
+	rm -rf build dist native/build node_modules/.stamp
