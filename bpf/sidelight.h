@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * sidelight.h — the contract between the eBPF programs (bpf/ *.bpf.c), the addon (native/)
+ * and the TypeScript decoder (src/receiver/layout.ts).
+ *
+ * Only types and constants live here: no BPF helpers, no maps. Every struct has explicit
+ * padding (the BPF build uses -Wpadded -Werror) and a _Static_assert on its size.
+ * If you change a struct or a constant, change src/receiver/layout.ts to match; the test
+ * test/receiver/layout.test.ts compares both (the addon reports sizes/offsets from here).
+ */
+#ifndef SIDELIGHT_H
+#define SIDELIGHT_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+/* Largest capture per syscall; cfg.capture_bytes must be <= this. Power of two. */
+#define SL_MAX_CAPTURE 4096
+#define SL_COMM_LEN 16
+/* Most iovecs read per readv/writev/sendmsg/recvmsg. */
+#define SL_MAX_IOV 8
+
+/* Event types: src/receiver/layout.ts EventType must match. */
+enum sl_event_type {
+	SL_EV_DATA = 1,    /* bytes read or written on a TCP socket */
+	SL_EV_CONNECT = 2, /* connect() returned (ret 0, -EINPROGRESS or an error) */
+	SL_EV_ACCEPT = 3,  /* accept()/accept4() returned a new socket */
+	SL_EV_CLOSE = 4,   /* close() of a TCP socket fd */
+};
+
+enum sl_direction {
+	SL_DIR_INGRESS = 0, /* the process read these bytes */
+	SL_DIR_EGRESS = 1,  /* the process wrote these bytes */
+};
+
+/* Which syscall produced the event (for diagnostics and DNS/mmsg handling). */
+enum sl_syscall {
+	SL_SYS_READ = 1,
+	SL_SYS_WRITE,
+	SL_SYS_READV,
+	SL_SYS_WRITEV,
+	SL_SYS_SENDTO,
+	SL_SYS_RECVFROM,
+	SL_SYS_SENDMSG,
+	SL_SYS_RECVMSG,
+	SL_SYS_SENDMMSG,
+	SL_SYS_RECVMMSG,
+	SL_SYS_CONNECT,
+	SL_SYS_ACCEPT,
+	SL_SYS_ACCEPT4,
+	SL_SYS_CLOSE,
+};
+
+/* Per-CPU counters (map sl_counters): src/receiver/layout.ts COUNTER_NAMES must match. */
+enum sl_counter {
+	SL_CNT_EVENTS = 0,        /* events written to the ring buffer */
+	SL_CNT_RINGBUF_FULL = 1,  /* events lost: ring buffer full */
+	SL_CNT_STASH_FULL = 2,    /* syscalls not traced: in-flight table full */
+	SL_CNT_READ_FAIL = 3,     /* user memory could not be read (event sent without data) */
+	SL_CNT_MMSG_PARTIAL = 4,  /* sendmmsg/recvmmsg messages after the first not captured */
+	SL_CNT_FILTERED = 5,      /* socket syscalls skipped by the pid/cgroup/port filters */
+	SL_CNT__MAX = 8,
+};
+
+/* Filter actions (values of sl_pid_filter, sl_cgroup_filter, sl_port_filter). */
+#define SL_FILTER_INCLUDE 1
+#define SL_FILTER_EXCLUDE 2
+
+/* The connection a socket belongs to, as the kernel sees it at event time. */
+struct sl_conn {
+	__u8 saddr[16];  /* local address; IPv4 in the first 4 bytes */
+	__u8 daddr[16];  /* remote address */
+	__u16 sport;     /* local port, host order */
+	__u16 dport;     /* remote port, host order */
+	__u16 family;    /* AF_INET (2) or AF_INET6 (10) */
+	__u16 _pad0;
+	__u32 netns;     /* network namespace inode number */
+	__u32 _pad1;
+};
+_Static_assert(sizeof(struct sl_conn) == 48, "sl_conn size");
+
+/* Header of every ring buffer record; SL_EV_DATA records are followed by cap_len bytes. */
+struct sl_event {
+	__u8 type;        /* enum sl_event_type; must be first */
+	__u8 direction;   /* enum sl_direction (SL_EV_DATA only) */
+	__u8 syscall;     /* enum sl_syscall */
+	__u8 _pad0;
+	__u32 tgid;       /* process id */
+	__u32 tid;        /* thread id */
+	__s32 fd;
+	__u64 sock;       /* kernel address of struct sock: an opaque connection id */
+	__u64 cgroup_id;  /* cgroup v2 id of the task */
+	__u64 ts_start;   /* CLOCK_MONOTONIC ns at syscall entry */
+	__u64 ts_end;     /* CLOCK_MONOTONIC ns at syscall exit */
+	__s64 ret;        /* bytes transferred, new fd (accept) or -errno */
+	__u32 cap_len;    /* bytes of payload that follow this header */
+	__u32 _pad1;
+	char comm[SL_COMM_LEN];
+	struct sl_conn conn;
+};
+_Static_assert(sizeof(struct sl_event) == 128, "sl_event size");
+
+/*
+ * Read-only configuration (.rodata holds exactly one `const volatile struct sl_config`).
+ * Written by userspace between open and load (src/receiver/layout.ts encodeConfig).
+ */
+struct sl_config {
+	__u32 self_tgid;        /* the agent: never traced */
+	__u32 capture_bytes;    /* payload bytes captured per syscall, <= SL_MAX_CAPTURE */
+	__u32 wakeup_bytes;     /* wake the reader when this much data is pending */
+	__u8 pid_mode;          /* 0: no pid filter; 1: only pids marked INCLUDE; 2: skip pids marked EXCLUDE */
+	__u8 cgroup_mode;       /* same, for cgroup ids */
+	__u8 port_mode;         /* same, for local or remote ports */
+	__u8 _pad0;
+};
+_Static_assert(sizeof(struct sl_config) == 16, "sl_config size");
+
+#define SL_MODE_OFF 0
+#define SL_MODE_INCLUDE 1
+#define SL_MODE_EXCLUDE 2
+
+#endif /* SIDELIGHT_H */

@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * sock.bpf.h — BPF-only helpers to go from a file descriptor of the current task to its
+ * TCP socket, and to describe that socket (struct sl_conn). CO-RE reads only, so the
+ * same object runs on any BTF kernel. Used by syscalls.bpf.c; no maps live here.
+ */
+#ifndef SIDELIGHT_SOCK_BPF_H
+#define SIDELIGHT_SOCK_BPF_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include "sidelight.h"
+
+#define SL_AF_INET 2
+#define SL_AF_INET6 10
+#define SL_S_IFMT 00170000
+#define SL_S_IFSOCK 0140000
+#define SL_SOCK_STREAM 1
+#define SL_IPPROTO_TCP 6
+
+/*
+ * fd -> struct sock * of a TCP (IPv4/IPv6) socket of the current task, or NULL.
+ * Walks task->files->fdt->fd[fd], checks the inode is a socket, then socket->sk.
+ */
+static __always_inline struct sock *sl_fd_to_tcp_sock(int fd)
+{
+	struct task_struct *task;
+	struct files_struct *files;
+	struct fdtable *fdt;
+	struct file **fds;
+	struct file *file;
+	struct inode *inode;
+	struct socket *sock;
+	struct sock *sk;
+	unsigned int max_fds;
+	umode_t mode;
+	u16 family, type, proto;
+
+	if (fd < 0)
+		return NULL;
+	task = (struct task_struct *)bpf_get_current_task();
+	files = BPF_CORE_READ(task, files);
+	if (!files)
+		return NULL;
+	fdt = BPF_CORE_READ(files, fdt);
+	if (!fdt)
+		return NULL;
+	max_fds = BPF_CORE_READ(fdt, max_fds);
+	if ((unsigned int)fd >= max_fds)
+		return NULL;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+		return NULL;
+	inode = BPF_CORE_READ(file, f_inode);
+	if (!inode)
+		return NULL;
+	mode = BPF_CORE_READ(inode, i_mode);
+	if ((mode & SL_S_IFMT) != SL_S_IFSOCK)
+		return NULL;
+	sock = BPF_CORE_READ(file, private_data);
+	if (!sock)
+		return NULL;
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return NULL;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != SL_AF_INET && family != SL_AF_INET6)
+		return NULL;
+	type = BPF_CORE_READ(sk, sk_type);
+	proto = BPF_CORE_READ(sk, sk_protocol);
+	if (type != SL_SOCK_STREAM || proto != SL_IPPROTO_TCP)
+		return NULL;
+	return sk;
+}
+
+static __always_inline u16 sl_sock_lport(struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_num);
+}
+
+static __always_inline u16 sl_sock_rport(struct sock *sk)
+{
+	return __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
+}
+
+/* Fill the 4-tuple, family and network namespace of sk. */
+static __always_inline void sl_fill_conn(struct sl_conn *c, struct sock *sk)
+{
+	u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	c->family = family;
+	c->sport = sl_sock_lport(sk);
+	c->dport = sl_sock_rport(sk);
+	c->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	if (family == SL_AF_INET) {
+		__builtin_memset(c->saddr, 0, sizeof(c->saddr));
+		__builtin_memset(c->daddr, 0, sizeof(c->daddr));
+		BPF_CORE_READ_INTO((u32 *)c->saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((u32 *)c->daddr, sk, __sk_common.skc_daddr);
+	} else {
+		BPF_CORE_READ_INTO(c->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(c->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	}
+}
+
+#endif /* SIDELIGHT_SOCK_BPF_H */
