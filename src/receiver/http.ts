@@ -1,0 +1,298 @@
+/**
+ * http.ts — HTTP/1.x request assembly for one TCP connection: two streaming parsers (one
+ * per direction), a bounded queue of requests waiting for their responses (pipelining),
+ * and the SERVER/CLIENT span built when a response completes.
+ *
+ * Owned by the connection table (connections.ts): one instance per connection, created
+ * when the connection is recognised as HTTP/1, dropped on close or eviction.
+ * Single-threaded; never throws on traffic (the parsers report errors as events).
+ */
+import {
+  ATTR_CLIENT_ADDRESS,
+  ATTR_CLIENT_PORT,
+  ATTR_ERROR_TYPE,
+  ATTR_HTTP_REQUEST_METHOD,
+  ATTR_HTTP_REQUEST_METHOD_ORIGINAL,
+  ATTR_HTTP_RESPONSE_STATUS_CODE,
+  ATTR_NETWORK_LOCAL_ADDRESS,
+  ATTR_NETWORK_LOCAL_PORT,
+  ATTR_NETWORK_PEER_ADDRESS,
+  ATTR_NETWORK_PEER_PORT,
+  ATTR_NETWORK_PROTOCOL_VERSION,
+  ATTR_NETWORK_TRANSPORT,
+  ATTR_NETWORK_TYPE,
+  ATTR_SERVER_ADDRESS,
+  ATTR_SERVER_PORT,
+  ATTR_URL_FULL,
+  ATTR_URL_PATH,
+  ATTR_URL_QUERY,
+  ATTR_URL_SCHEME,
+  ATTR_USER_AGENT_ORIGINAL,
+} from '@opentelemetry/semantic-conventions';
+import type { MonotonicClock } from './clock.js';
+import type { ConnInfo, KernelEvent } from './decode.js';
+import { Http1Parser, type Chunk, type Http1Event, type HttpHead } from './http1.js';
+import { Direction } from './layout.js';
+import type { AttrValue, ProcessRef, SidelightSpan } from './span.js';
+
+export type Role = 'server' | 'client';
+
+export interface HttpOptions {
+  /** export url.query (off by default: query strings can carry secrets) */
+  captureQuery: boolean;
+  /** requests waiting for a response on one connection */
+  maxPending: number;
+}
+
+/** Counters of the HTTP layer; exported as self-telemetry. */
+export interface HttpStats {
+  spans: number;
+  parseErrors: number;
+  /** responses with no request waiting (connection seen from its middle) */
+  unmatchedResponses: number;
+  /** requests dropped because maxPending were already waiting */
+  pendingOverflow: number;
+  /** requests still waiting when their connection closed or was evicted */
+  unanswered: number;
+}
+
+export function newHttpStats(): HttpStats {
+  return { spans: 0, parseErrors: 0, unmatchedResponses: 0, pendingOverflow: 0, unanswered: 0 };
+}
+
+/** RFC 9110 methods plus PATCH: anything else is exported as `_OTHER`. */
+const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH']);
+
+interface Pending {
+  head: HttpHead;
+  /** span start, CLOCK_MONOTONIC ns */
+  start: bigint;
+  process: ProcessRef;
+  requestEnded: boolean;
+  response?: HttpHead;
+}
+
+export class HttpConnection {
+  readonly role: Role;
+  private readonly info: ConnInfo;
+  private readonly opts: HttpOptions;
+  private readonly clock: MonotonicClock;
+  private readonly emit: (s: SidelightSpan) => void;
+  private readonly stats: HttpStats;
+  private readonly req: Http1Parser;
+  private readonly resp: Http1Parser;
+  private readonly pending: Pending[] = [];
+  /** head of the response message in progress (1xx heads are not paired) */
+  private respHead: HttpHead | undefined;
+  private lastProcess: ProcessRef | undefined;
+  /** final response heads parsed (requestMethod asked) but not yet handled */
+  private ahead = 0;
+  /** request heads parsed on this connection */
+  requests = 0;
+
+  constructor(
+    role: Role,
+    info: ConnInfo,
+    opts: HttpOptions,
+    clock: MonotonicClock,
+    stats: HttpStats,
+    emit: (s: SidelightSpan) => void,
+  ) {
+    this.role = role;
+    this.info = info;
+    this.opts = opts;
+    this.clock = clock;
+    this.stats = stats;
+    this.emit = emit;
+    this.req = new Http1Parser({ kind: 'request' });
+    // The parser asks for the request method while it parses, before this class has seen
+    // the earlier responses of the same push(): `ahead` counts those final response heads.
+    this.resp = new Http1Parser({
+      kind: 'response',
+      requestMethod: () => this.pending[this.ahead++]?.head.method,
+    });
+  }
+
+  /** true when `ev` carries request bytes for this connection's role */
+  isRequestDirection(direction: number): boolean {
+    return (this.role === 'server') === (direction === Direction.Ingress);
+  }
+
+  get upgraded(): boolean {
+    return this.req.upgraded || this.resp.upgraded;
+  }
+
+  onData(ev: KernelEvent): void {
+    const chunk: Chunk = { data: ev.data, length: ev.ret, tsStart: ev.tsStart, tsEnd: ev.tsEnd };
+    const proc: ProcessRef = { tgid: ev.tgid, tid: ev.tid, comm: ev.comm, cgroupId: ev.cgroupId };
+    this.lastProcess = proc;
+    if (this.isRequestDirection(ev.direction)) {
+      // a new request ends a response that had no determinable end
+      if (!this.req.inMessage && this.resp.openEnded) this.onResponseEvents(this.resp.finish('peer'));
+      this.onRequestEvents(this.req.push(chunk), proc);
+    } else {
+      if (!this.resp.inMessage && this.req.openEnded) this.onRequestEvents(this.req.finish('peer'), proc);
+      this.onResponseEvents(this.resp.push(chunk));
+    }
+  }
+
+  /**
+   * The connection closed (or was evicted): end messages in progress (at their last byte),
+   * count the requests left unanswered.
+   */
+  onClose(): void {
+    if (this.req.inMessage && this.lastProcess) this.onRequestEvents(this.req.finish('close'), this.lastProcess);
+    if (this.resp.inMessage) this.onResponseEvents(this.resp.finish('close'));
+    this.stats.unanswered += this.pending.length;
+    this.pending.length = 0;
+  }
+
+  private onRequestEvents(events: Http1Event[], proc: ProcessRef): void {
+    for (const e of events) {
+      if (e.type === 'head') {
+        this.requests++;
+        if (this.pending.length >= this.opts.maxPending) {
+          this.pending.shift();
+          this.stats.pendingOverflow++;
+        }
+        // server: the request arrived when the read returned; client: when the write began
+        this.pending.push({
+          head: e.head,
+          start: this.role === 'server' ? e.ts : e.tsStart,
+          process: proc,
+          requestEnded: false,
+        });
+      } else if (e.type === 'end') {
+        const p = this.pending.find((x) => !x.requestEnded);
+        if (p) p.requestEnded = true;
+      } else {
+        this.stats.parseErrors++;
+      }
+    }
+  }
+
+  private onResponseEvents(events: Http1Event[]): void {
+    for (const e of events) {
+      if (e.type === 'head') {
+        this.respHead = e.head;
+        const status = e.head.status ?? 0;
+        if (status < 100 || status >= 200) this.ahead = Math.max(0, this.ahead - 1);
+        if (status >= 100 && status < 200 && status !== 101) continue; // informational
+        const p = this.pending[0];
+        if (p) p.response = e.head;
+        else this.stats.unmatchedResponses++;
+      } else if (e.type === 'end') {
+        const head = this.respHead;
+        this.respHead = undefined;
+        const status = head?.status ?? 0;
+        if (status >= 100 && status < 200 && status !== 101) continue;
+        const p = this.pending[0];
+        if (!p || !p.response || p.response !== head) continue;
+        this.pending.shift();
+        this.emit(this.buildSpan(p, p.response, e.ts));
+      } else {
+        this.stats.parseErrors++;
+      }
+    }
+  }
+
+  private buildSpan(p: Pending, resp: HttpHead, endMono: bigint): SidelightSpan {
+    const attrs: Record<string, AttrValue> = {};
+    const rawMethod = p.head.method ?? '';
+    const known = KNOWN_METHODS.has(rawMethod);
+    const method = known ? rawMethod : '_OTHER';
+    attrs[ATTR_HTTP_REQUEST_METHOD] = method;
+    if (!known) attrs[ATTR_HTTP_REQUEST_METHOD_ORIGINAL] = rawMethod;
+    const status = resp.status ?? 0;
+    attrs[ATTR_HTTP_RESPONSE_STATUS_CODE] = status;
+    attrs[ATTR_NETWORK_PROTOCOL_VERSION] = p.head.version;
+    attrs[ATTR_NETWORK_TRANSPORT] = 'tcp';
+    attrs[ATTR_NETWORK_TYPE] = this.info.family === 4 ? 'ipv4' : 'ipv6';
+    attrs[ATTR_NETWORK_PEER_ADDRESS] = this.info.remote.address;
+    attrs[ATTR_NETWORK_PEER_PORT] = this.info.remote.port;
+    attrs[ATTR_NETWORK_LOCAL_ADDRESS] = this.info.local.address;
+    attrs[ATTR_NETWORK_LOCAL_PORT] = this.info.local.port;
+
+    const target = parseTarget(p.head.target ?? '');
+    const host = parseHost(header(p.head, 'host') ?? target.authority);
+    const isError = this.role === 'server' ? status >= 500 : status >= 400;
+
+    if (this.role === 'server') {
+      attrs[ATTR_URL_SCHEME] = 'http';
+      attrs[ATTR_URL_PATH] = target.path;
+      if (this.opts.captureQuery && target.query !== undefined) attrs[ATTR_URL_QUERY] = target.query;
+      attrs[ATTR_SERVER_ADDRESS] = host?.host ?? this.info.local.address;
+      attrs[ATTR_SERVER_PORT] = host?.port ?? this.info.local.port;
+      attrs[ATTR_CLIENT_ADDRESS] = this.info.remote.address;
+      attrs[ATTR_CLIENT_PORT] = this.info.remote.port;
+      const ua = header(p.head, 'user-agent');
+      if (ua !== undefined) attrs[ATTR_USER_AGENT_ORIGINAL] = ua;
+    } else {
+      const serverHost = host?.host ?? this.info.remote.address;
+      const serverPort = host?.port ?? this.info.remote.port;
+      attrs[ATTR_SERVER_ADDRESS] = serverHost;
+      attrs[ATTR_SERVER_PORT] = serverPort;
+      const authority = formatAuthority(serverHost, serverPort, 80);
+      const query = this.opts.captureQuery && target.query !== undefined ? `?${target.query}` : '';
+      attrs[ATTR_URL_FULL] = `http://${authority}${target.path}${query}`;
+    }
+    if (isError) attrs[ATTR_ERROR_TYPE] = String(status);
+
+    this.stats.spans++;
+    return {
+      kind: this.role,
+      name: method === '_OTHER' ? 'HTTP' : method,
+      startUnixNs: this.clock.toUnixNs(p.start),
+      endUnixNs: this.clock.toUnixNs(endMono),
+      attributes: attrs,
+      status: isError ? { code: 'error' } : { code: 'unset' },
+      process: p.process,
+    };
+  }
+}
+
+function header(h: HttpHead, name: string): string | undefined {
+  for (const [k, v] of h.headers) if (k === name) return v;
+  return undefined;
+}
+
+export interface Target {
+  path: string;
+  query?: string;
+  authority?: string;
+}
+
+/** Split a request-target (origin-, absolute-, authority- or asterisk-form). */
+export function parseTarget(target: string): Target {
+  let rest = target;
+  let authority: string | undefined;
+  const abs = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/([^/?#]*)(.*)$/.exec(target);
+  if (abs) {
+    authority = (abs[1] ?? '').replace(/^.*@/, ''); // never keep userinfo
+    rest = abs[2] || '/';
+  } else if (!target.startsWith('/') && target !== '*') {
+    return { path: '', authority: target }; // authority-form (CONNECT)
+  }
+  const hash = rest.indexOf('#');
+  if (hash >= 0) rest = rest.slice(0, hash);
+  const q = rest.indexOf('?');
+  return q >= 0
+    ? { path: rest.slice(0, q), query: rest.slice(q + 1), ...(authority !== undefined ? { authority } : {}) }
+    : { path: rest, ...(authority !== undefined ? { authority } : {}) };
+}
+
+/** Parse a Host header value: `name`, `name:port`, `[v6]`, `[v6]:port`. */
+export function parseHost(value: string | undefined): { host: string; port?: number } | undefined {
+  if (!value) return undefined;
+  const m = /^(\[[^\]]*\]|[^:]*)(?::(\d{1,5}))?$/.exec(value.trim());
+  if (!m || !m[1]) return undefined;
+  const host = m[1].startsWith('[') ? m[1].slice(1, -1) : m[1];
+  const port = m[2] !== undefined ? Number(m[2]) : undefined;
+  if (port !== undefined && port > 65535) return { host };
+  return port !== undefined ? { host, port } : { host };
+}
+
+function formatAuthority(host: string, port: number, defaultPort: number): string {
+  const h = host.includes(':') ? `[${host}]` : host;
+  return port === defaultPort ? h : `${h}:${port}`;
+}

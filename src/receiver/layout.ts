@@ -1,0 +1,112 @@
+/**
+ * layout.ts — the TypeScript mirror of bpf/sidelight.h: event struct offsets, enums,
+ * counter names, and the encoder of the read-only BPF config (struct sl_config).
+ *
+ * Owns no state. If bpf/sidelight.h changes, change this file; test/receiver/layout.test.ts
+ * compares these numbers with the ones the addon compiles from the header.
+ */
+
+export const EventType = {
+  Data: 1,
+  Connect: 2,
+  Accept: 3,
+  Close: 4,
+} as const;
+export type EventType = (typeof EventType)[keyof typeof EventType];
+
+export const Direction = { Ingress: 0, Egress: 1 } as const;
+export type Direction = (typeof Direction)[keyof typeof Direction];
+
+/** enum sl_syscall, index = value. */
+export const SYSCALL_NAMES = [
+  '', 'read', 'write', 'readv', 'writev', 'sendto', 'recvfrom', 'sendmsg', 'recvmsg',
+  'sendmmsg', 'recvmmsg', 'connect', 'accept', 'accept4', 'close',
+] as const;
+
+/** enum sl_counter, index = value; names are exported as the `reason`/`counter` attribute. */
+export const COUNTER_NAMES = [
+  'events', 'ringbuf_full', 'inflight_full', 'read_fail', 'mmsg_partial', 'filtered',
+] as const;
+export const SL_CNT_MAX = 8;
+
+export const SL_MAX_CAPTURE = 4096;
+export const SL_COMM_LEN = 16;
+
+/** struct sl_conn (48 bytes) */
+export const CONN = {
+  size: 48,
+  saddr: 0,
+  daddr: 16,
+  sport: 32,
+  dport: 34,
+  family: 36,
+  netns: 40,
+} as const;
+
+/** struct sl_event (128 bytes); payload follows for Data events. */
+export const EVENT = {
+  size: 128,
+  type: 0,
+  direction: 1,
+  syscall: 2,
+  tgid: 4,
+  tid: 8,
+  fd: 12,
+  sock: 16,
+  cgroup_id: 24,
+  ts_start: 32,
+  ts_end: 40,
+  ret: 48,
+  cap_len: 56,
+  comm: 64,
+  conn: 80,
+} as const;
+
+/** struct sl_config (16 bytes) */
+export const CONFIG = {
+  size: 16,
+  self_tgid: 0,
+  capture_bytes: 4,
+  wakeup_bytes: 8,
+  pid_mode: 12,
+  cgroup_mode: 13,
+  port_mode: 14,
+} as const;
+
+export const FilterMode = { Off: 0, Include: 1, Exclude: 2 } as const;
+export type FilterMode = (typeof FilterMode)[keyof typeof FilterMode];
+export const FILTER_INCLUDE = 1;
+export const FILTER_EXCLUDE = 2;
+
+export interface BpfConfig {
+  selfTgid: number;
+  captureBytes: number;
+  wakeupBytes: number;
+  pidMode: FilterMode;
+  cgroupMode: FilterMode;
+  portMode: FilterMode;
+}
+
+/** Encode struct sl_config for the .rodata section. */
+export function encodeConfig(c: BpfConfig): Uint8Array {
+  const buf = new Uint8Array(CONFIG.size);
+  const dv = new DataView(buf.buffer);
+  dv.setUint32(CONFIG.self_tgid, c.selfTgid, true);
+  dv.setUint32(CONFIG.capture_bytes, c.captureBytes, true);
+  dv.setUint32(CONFIG.wakeup_bytes, c.wakeupBytes, true);
+  dv.setUint8(CONFIG.pid_mode, c.pidMode);
+  dv.setUint8(CONFIG.cgroup_mode, c.cgroupMode);
+  dv.setUint8(CONFIG.port_mode, c.portMode);
+  return buf;
+}
+
+/** Names of the BPF object's maps and programs that userspace refers to. */
+export const BPF_NAMES = {
+  object: 'syscalls.bpf.o',
+  ringbuf: 'sl_events',
+  counters: 'sl_counters',
+  inflight: 'sl_inflight',
+  pidFilter: 'sl_pid_filter',
+  cgroupFilter: 'sl_cgroup_filter',
+  portFilter: 'sl_port_filter',
+} as const;

@@ -1,0 +1,34 @@
+/**
+ * span.ts — the neutral span model the receiver produces and the exporters consume.
+ *
+ * Protocol-specific code (http.ts, later http2/grpc/dns) fills these; enrichment adds the
+ * resource from `process`; src/otlp turns them into OTLP. Plain data, no behaviour.
+ */
+export type SpanKindName = 'server' | 'client' | 'internal';
+
+export type AttrValue = string | number | boolean | string[];
+
+export interface ProcessRef {
+  tgid: number;
+  /** thread that did the I/O */
+  tid: number;
+  comm: string;
+  cgroupId: bigint;
+}
+
+export interface SidelightSpan {
+  kind: SpanKindName;
+  name: string;
+  /** Unix epoch nanoseconds */
+  startUnixNs: bigint;
+  endUnixNs: bigint;
+  attributes: Record<string, AttrValue>;
+  status: { code: 'unset' | 'error'; message?: string };
+  process: ProcessRef;
+  /** W3C ids as lowercase hex; filled by the receiver or at export */
+  traceId?: string;
+  spanId?: string;
+  parentSpanId?: string;
+  /** trace flags (bit 0: sampled) */
+  traceFlags?: number;
+}
