@@ -1,0 +1,83 @@
+import test from 'ava';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import { ExportPipeline } from '../../src/otlp/pipeline.js';
+import type { ExportOutcome, SpanSink } from '../../src/otlp/sinks.js';
+import type { SidelightSpan } from '../../src/receiver/span.js';
+
+/** A sink that records batches and answers as told (the real exporters are tested against a real Collector). */
+class RecordingSink implements SpanSink {
+  readonly name = 'recording';
+  batches: ReadableSpan[][] = [];
+  fail = false;
+  delayMs = 0;
+  async export(spans: ReadableSpan[]): Promise<ExportOutcome> {
+    if (this.delayMs) await new Promise((r) => setTimeout(r, this.delayMs));
+    this.batches.push(spans);
+    return this.fail ? { ok: false, error: 'boom' } : { ok: true };
+  }
+  async shutdown(): Promise<void> {}
+}
+
+const resource = resourceFromAttributes({ 'service.name': 's' });
+function span(i: number): SidelightSpan {
+  return {
+    kind: 'server',
+    name: 'GET',
+    startUnixNs: 1_700_000_000_000_000_000n + BigInt(i),
+    endUnixNs: 1_700_000_000_001_000_000n + BigInt(i),
+    attributes: { i },
+    status: { code: 'unset' },
+    process: { tgid: 1, tid: 1, comm: 'x', cgroupId: 0n },
+  };
+}
+
+test('batches by size, then by time; every span exported once, converted faithfully', async (t) => {
+  const sink = new RecordingSink();
+  const p = new ExportPipeline({ maxSpans: 10, delayMs: 30, queueSpans: 100 }, sink);
+  for (let i = 0; i < 25; i++) p.push(span(i), resource);
+  await new Promise((r) => setTimeout(r, 150));
+  t.deepEqual(sink.batches.map((b) => b.length), [10, 10, 5]);
+  const all = sink.batches.flat();
+  t.deepEqual(all.map((s) => s.attributes.i), Array.from({ length: 25 }, (_, i) => i));
+  const s0 = all[0]!;
+  t.deepEqual(s0.startTime, [1_700_000_000, 0]);
+  t.deepEqual(s0.endTime, [1_700_000_000, 1_000_000]);
+  t.deepEqual(s0.duration, [0, 1_000_000]);
+  t.regex(s0.spanContext().traceId, /^[0-9a-f]{32}$/);
+  t.regex(s0.spanContext().spanId, /^[0-9a-f]{16}$/);
+  t.is(s0.resource, resource);
+  t.is(p.stats.exported, 25);
+  await p.shutdown(1000);
+});
+
+test('queue full: spans dropped and counted exactly', async (t) => {
+  const sink = new RecordingSink();
+  sink.delayMs = 50;
+  const p = new ExportPipeline({ maxSpans: 5, delayMs: 1000, queueSpans: 20 }, sink);
+  for (let i = 0; i < 100; i++) p.push(span(i), resource);
+  await p.shutdown(2000);
+  t.is(p.stats.received, 100);
+  t.is(p.stats.exported + p.stats.droppedQueueFull, 100);
+  t.true(p.stats.droppedQueueFull >= 75);
+});
+
+test('export failure: spans counted as dropped, error reported', async (t) => {
+  const sink = new RecordingSink();
+  sink.fail = true;
+  const errors: string[] = [];
+  const p = new ExportPipeline({ maxSpans: 4, delayMs: 10, queueSpans: 100 }, sink, (m) => errors.push(m));
+  for (let i = 0; i < 6; i++) p.push(span(i), resource);
+  await p.shutdown(1000);
+  t.is(p.stats.droppedExportFailed, 6);
+  t.is(p.stats.exported, 0);
+  t.true(errors.some((e) => e.includes('boom')));
+});
+
+test('shutdown flushes what is queued', async (t) => {
+  const sink = new RecordingSink();
+  const p = new ExportPipeline({ maxSpans: 100, delayMs: 60_000, queueSpans: 1000 }, sink);
+  for (let i = 0; i < 7; i++) p.push(span(i), resource);
+  await p.shutdown(1000);
+  t.is(p.stats.exported, 7);
+});
