@@ -14,7 +14,7 @@ BPF_HDRS := $(wildcard bpf/*.h)
 TS_SRCS := $(shell find src -name '*.ts' 2>/dev/null)
 NATIVE_SRCS := $(wildcard native/src/*) native/binding.gyp bpf/sidelight.h
 ADDON := native/build/Release/sidelight.node
-BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -Ibuild -Ibpf
+BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Wpadded -Werror -isystem build -Ibpf
 
 .PHONY: help run test setup packages node deps bpf addon ts collector check clean
 help:
@@ -50,7 +50,8 @@ build/%.bpf.o: bpf/%.bpf.c $(BPF_HDRS) build/vmlinux.h
 
 addon: $(ADDON)
 $(ADDON): $(NATIVE_SRCS) node_modules/.stamp
-	cd native && npx --no-install node-gyp rebuild --nodedir="$$(readlink -f $(NODE_HOME))" --loglevel=warn
+	cd native && nodedir="$$(readlink -f $(NODE_HOME))" && \
+	  npm_config_nodedir="$$nodedir" npx --no-install node-gyp rebuild --nodedir="$$nodedir" --loglevel=warn
 
 ts: dist/.stamp
 dist/.stamp: $(TS_SRCS) tsconfig.json node_modules/.stamp

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * sidelight.h — the contract between the eBPF programs (bpf/ *.bpf.c), the addon (native/)
+ * sidelight.h — the contract between the eBPF programs (the .bpf.c files), the addon (native/)
  * and the TypeScript decoder (src/receiver/layout.ts).
  *
  * Only types and constants live here: no BPF helpers, no maps. Every struct has explicit
@@ -15,11 +15,17 @@
 #include <linux/types.h>
 #endif
 
+#ifdef __cplusplus
+#define SL_STATIC_ASSERT static_assert
+#else
+#define SL_STATIC_ASSERT _Static_assert
+#endif
+
 /* Largest capture per syscall; cfg.capture_bytes must be <= this. Power of two. */
 #define SL_MAX_CAPTURE 4096
 #define SL_COMM_LEN 16
 /* Most iovecs read per readv/writev/sendmsg/recvmsg. */
-#define SL_MAX_IOV 8
+#define SL_MAX_IOV 32
 
 /* Event types: src/receiver/layout.ts EventType must match. */
 enum sl_event_type {
@@ -78,7 +84,7 @@ struct sl_conn {
 	__u32 netns;     /* network namespace inode number */
 	__u32 _pad1;
 };
-_Static_assert(sizeof(struct sl_conn) == 48, "sl_conn size");
+SL_STATIC_ASSERT(sizeof(struct sl_conn) == 48, "sl_conn size");
 
 /* Header of every ring buffer record; SL_EV_DATA records are followed by cap_len bytes. */
 struct sl_event {
@@ -99,7 +105,7 @@ struct sl_event {
 	char comm[SL_COMM_LEN];
 	struct sl_conn conn;
 };
-_Static_assert(sizeof(struct sl_event) == 128, "sl_event size");
+SL_STATIC_ASSERT(sizeof(struct sl_event) == 128, "sl_event size");
 
 /*
  * Read-only configuration (.rodata holds exactly one `const volatile struct sl_config`).
@@ -114,7 +120,7 @@ struct sl_config {
 	__u8 port_mode;         /* same, for local or remote ports */
 	__u8 _pad0;
 };
-_Static_assert(sizeof(struct sl_config) == 16, "sl_config size");
+SL_STATIC_ASSERT(sizeof(struct sl_config) == 16, "sl_config size");
 
 #define SL_MODE_OFF 0
 #define SL_MODE_INCLUDE 1

@@ -226,7 +226,7 @@ static __always_inline u32 sl_copy_iov(u8 *dst, const struct iovec *iov, u64 iov
 {
 	u32 off = 0;
 
-#pragma unroll
+	/* a bounded loop (not unrolled): writev of a chunked HTTP response easily has 9+ iovecs */
 	for (int i = 0; i < SL_MAX_IOV; i++) {
 		struct iovec iv;
 		u64 n;

@@ -1,0 +1,88 @@
+// poller.h — the ring buffer poll thread and its hand-off to JS.
+//
+// Owns: one libbpf ring_buffer, an epoll fd (ring buffer epoll fd + shutdown eventfd), the
+// eventfd, the poll thread, and one ThreadSafeFunction (queue of kQueueDepth batches).
+//
+// Lifetime: created by NativeObject::Start (JS thread) which throws if setup fails; Stop()
+// (JS thread, idempotent, also run by the destructor) ends it. The owning NativeObject must
+// keep the ring buffer map alive (i.e. not close the bpf_object) until Stop() returned.
+//
+// Concurrency: the poll thread waits at most pollTimeoutMs in epoll_wait, then drains the
+// ring with ring_buffer__consume, appending [u32 LE length][record] to a batch; a batch is
+// handed to JS when it reaches maxBatchBytes or the ring is drained. BlockingCall on the
+// bounded queue is the backpressure: while JS lags, records stay in the kernel ring and the
+// BPF side counts what it cannot reserve.
+//
+// Stop semantics: after Stop() returns, onBatch/onError are never called again. Batches
+// (and a pending error) still queued for the JS thread are DROPPED, not delivered: Stop()
+// aborts the ThreadSafeFunction (which also wakes a poll thread blocked on a full queue —
+// the JS thread cannot drain it while it is inside Stop()), then joins the thread.
+// A poll-thread error is reported once to onError and ends the thread; call stop()/close().
+// A throw from onBatch/onError is raised as a process 'uncaughtException'.
+// Out of memory on the poll thread is reported as ENOMEM, never thrown through libbpf.
+#pragma once
+
+#include <napi.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+struct ring_buffer;
+
+namespace sl {
+
+struct PollContext;  // JS callbacks; owned by the ThreadSafeFunction (freed by its finalizer)
+struct PollMsg;      // one batch or one error travelling to the JS thread
+
+void CallJs(Napi::Env env, Napi::Function unused, PollContext* ctx, PollMsg* msg);
+using PollTsfn = Napi::TypedThreadSafeFunction<PollContext, PollMsg, CallJs>;
+
+class Poller {
+ public:
+  static constexpr size_t kQueueDepth = 16;
+
+  // JS thread. Throws a JS error (step 'ringbuf') if anything cannot be set up.
+  static std::unique_ptr<Poller> Start(Napi::Env env, int map_fd, const std::string& map_name,
+                                       int poll_timeout_ms, size_t max_batch_bytes,
+                                       Napi::Function on_batch, Napi::Function on_error);
+  // JS thread; idempotent.
+  void Stop();
+  ~Poller();
+
+  Poller(const Poller&) = delete;
+  Poller& operator=(const Poller&) = delete;
+
+ private:
+  Poller() = default;
+  void Run();                                        // poll thread body
+  static int OnSample(void* ctx, void* data, size_t size);  // poll thread
+  bool Flush();                                      // poll thread: false once JS is gone
+  void Fail(int err);                                // poll thread: report to onError
+  void ReleaseTsfn(bool abort);                      // any thread, once
+
+  std::string map_name_;
+  int timeout_ms_ = 0;
+  size_t max_batch_ = 0;
+  ring_buffer* rb_ = nullptr;
+  int epoll_fd_ = -1;
+  int event_fd_ = -1;
+  std::thread thread_;
+  bool stopped_ = false;  // JS thread only
+
+  PollTsfn tsfn_;
+  std::mutex tsfn_mu_;
+  bool tsfn_released_ = false;                       // guarded by tsfn_mu_
+  std::shared_ptr<std::atomic<bool>> cancelled_;     // shared with PollContext
+  std::atomic<bool> stopping_{false};
+
+  // poll thread only
+  std::vector<uint8_t> batch_;
+  bool js_gone_ = false;
+};
+
+}  // namespace sl
