@@ -1,0 +1,248 @@
+/**
+ * agent.ts — one running Sidelight agent: loads and configures the eBPF object, attaches
+ * it, pumps ring-buffer batches through decode → connection table → span assembly →
+ * process enrichment → console and/or OTLP export, and serves health.
+ *
+ * Lifetime: start() once, stop() once (idempotent). Everything runs on the main thread;
+ * the addon's poll thread only hands over whole batches. Every loss is counted in stats().
+ */
+import { statSync } from 'node:fs';
+import type { Resource } from '@opentelemetry/resources';
+import type { Config } from './config.js';
+import { ProcessCache } from './enrich/process.js';
+import { startHealthServer } from './health.js';
+import { log } from './log.js';
+import { loadNative, wrapNative, type NativeObject } from './native.js';
+import { ensureIds } from './otlp/convert.js';
+import { ExportPipeline } from './otlp/pipeline.js';
+import { formatSpanLine, OtlpSink } from './otlp/sinks.js';
+import { bpfObjectPath } from './paths.js';
+import { MonotonicClock } from './receiver/clock.js';
+import { ConnectionTable } from './receiver/connections.js';
+import { decodeBatch, type DecodeStats } from './receiver/decode.js';
+import {
+  BPF_NAMES,
+  COUNTER_NAMES,
+  encodeConfig,
+  FILTER_EXCLUDE,
+  FILTER_INCLUDE,
+  FilterMode,
+} from './receiver/layout.js';
+import type { SidelightSpan } from './receiver/span.js';
+
+/** Where the cgroup v2 hierarchy is mounted (hybrid systems mount it at .../unified). */
+export function cgroup2Root(): string {
+  for (const p of ['/sys/fs/cgroup/unified', '/sys/fs/cgroup']) {
+    try {
+      if (statSync(`${p}/cgroup.controllers`).isFile() || statSync(`${p}/cgroup.procs`).isFile()) return p;
+    } catch {
+      /* try the next */
+    }
+  }
+  return '/sys/fs/cgroup';
+}
+
+/** A cgroup filter entry (path or numeric id) → cgroup v2 id (the directory's inode). */
+export function resolveCgroupId(entry: string | number): bigint {
+  if (typeof entry === 'number' || /^\d+$/.test(entry)) return BigInt(entry);
+  const path = `${cgroup2Root()}${entry}`;
+  try {
+    return BigInt(statSync(path).ino);
+  } catch (e) {
+    throw new Error(`filter.cgroups: ${entry}: no such cgroup v2 directory (${path}): ${(e as Error).message}`);
+  }
+}
+
+function u32(n: number): Uint8Array {
+  const b = new Uint8Array(4);
+  new DataView(b.buffer).setUint32(0, n, true);
+  return b;
+}
+function u64(n: bigint): Uint8Array {
+  const b = new Uint8Array(8);
+  new DataView(b.buffer).setBigUint64(0, n, true);
+  return b;
+}
+function u16(n: number): Uint8Array {
+  const b = new Uint8Array(2);
+  new DataView(b.buffer).setUint16(0, n, true);
+  return b;
+}
+
+function mode(include: unknown[], exclude: unknown[]): FilterMode {
+  return include.length > 0 ? FilterMode.Include : exclude.length > 0 ? FilterMode.Exclude : FilterMode.Off;
+}
+
+export interface AttachResult {
+  name: string;
+  ok: boolean;
+  errno: number;
+  error: string;
+}
+
+export class Agent {
+  private readonly config: Config;
+  private readonly clock = new MonotonicClock();
+  private readonly table: ConnectionTable;
+  private readonly processes: ProcessCache;
+  private readonly pipeline: ExportPipeline | undefined;
+  private readonly console: boolean;
+  private readonly decodeStats: DecodeStats = { records: 0, malformed: 0 };
+  private obj: NativeObject | undefined;
+  private health: { address: string; close(): Promise<void> } | undefined;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private batches = 0;
+  private ready = false;
+  private stopped = false;
+  attachResults: AttachResult[] = [];
+  /** called for every finished span (tests, embedding) */
+  onSpan: ((s: SidelightSpan, resource: Resource) => void) | undefined;
+
+  constructor(config: Config) {
+    this.config = config;
+    this.table = new ConnectionTable(
+      {
+        maxConnections: config.limits.connections,
+        selfTgid: process.pid,
+        idleMs: 5 * 60_000,
+        http: { captureQuery: config.http.captureQuery, maxPending: config.limits.pendingPerConnection },
+      },
+      this.clock,
+      (s) => this.onFinishedSpan(s),
+    );
+    const extra = { ...config.export.resourceAttributes };
+    this.processes = new ProcessCache({ maxProcesses: config.limits.processes, extraAttributes: extra });
+    const traces = config.export.traces;
+    this.pipeline = traces
+      ? new ExportPipeline(config.export.batch, new OtlpSink(traces), (m) => log.warn(m))
+      : undefined;
+    this.console = config.export.console === 'always' || (config.export.console === 'auto' && !traces);
+  }
+
+  get healthAddress(): string | undefined {
+    return this.health?.address;
+  }
+
+  async start(): Promise<void> {
+    const c = this.config;
+    const healthState = {
+      live: true,
+      ready: false,
+      detail: () => this.stats(),
+    };
+    Object.defineProperty(healthState, 'ready', { get: () => this.ready });
+    this.health = await startHealthServer(c.health.address, healthState);
+
+    const native = loadNative();
+    const f = c.filter;
+    const cgroupInclude = f.cgroups.include.map(resolveCgroupId);
+    const cgroupExclude = f.cgroups.exclude.map(resolveCgroupId);
+    const rodata = encodeConfig({
+      selfTgid: process.pid,
+      captureBytes: c.capture.bytes,
+      wakeupBytes: c.capture.wakeupBytes,
+      pidMode: mode(f.pids.include, f.pids.exclude),
+      cgroupMode: mode(cgroupInclude, cgroupExclude),
+      portMode: mode(f.ports.include, f.ports.exclude),
+    });
+    const obj = wrapNative(() =>
+      native.open(bpfObjectPath(BPF_NAMES.object), rodata, { [BPF_NAMES.ringbuf]: c.capture.ringBufferBytes }),
+    );
+    this.obj = obj;
+    try {
+      for (const p of f.pids.include) obj.mapUpdate(BPF_NAMES.pidFilter, u32(p), Uint8Array.of(FILTER_INCLUDE));
+      for (const p of f.pids.exclude) obj.mapUpdate(BPF_NAMES.pidFilter, u32(p), Uint8Array.of(FILTER_EXCLUDE));
+      for (const id of cgroupInclude) obj.mapUpdate(BPF_NAMES.cgroupFilter, u64(id), Uint8Array.of(FILTER_INCLUDE));
+      for (const id of cgroupExclude) obj.mapUpdate(BPF_NAMES.cgroupFilter, u64(id), Uint8Array.of(FILTER_EXCLUDE));
+      for (const p of f.ports.include) obj.mapUpdate(BPF_NAMES.portFilter, u16(p), Uint8Array.of(FILTER_INCLUDE));
+      for (const p of f.ports.exclude) obj.mapUpdate(BPF_NAMES.portFilter, u16(p), Uint8Array.of(FILTER_EXCLUDE));
+      const st = obj.enableStats();
+      if (!st.ok) log.warn(`bpf run-time stats unavailable (errno ${st.errno}); per-probe time will read 0`);
+
+      this.attachResults = obj.attach([]);
+      const failed = this.attachResults.filter((r) => !r.ok);
+      if (failed.length > 0) {
+        throw new Error(`attach failed: ${failed.map((r) => `${r.name}: ${r.error} (errno ${r.errno})`).join('; ')}`);
+      }
+      obj.start(
+        BPF_NAMES.ringbuf,
+        c.capture.pollIntervalMs,
+        c.capture.maxBatchBytes,
+        (batch) => this.onBatch(batch),
+        (err) => log.error(`ring buffer poll: ${err.message}`),
+      );
+    } catch (e) {
+      obj.close();
+      this.obj = undefined;
+      throw e;
+    }
+    this.sweepTimer = setInterval(() => this.table.sweep(), 30_000);
+    this.sweepTimer.unref();
+    this.ready = true;
+    log.info(`attached ${this.attachResults.map((r) => r.name).join(', ')}; health on http://${this.health.address}`);
+  }
+
+  private onBatch(batch: ArrayBuffer): void {
+    this.batches++;
+    try {
+      decodeBatch(batch, (ev) => this.table.onEvent(ev), this.decodeStats);
+    } catch (e) {
+      // a bug, not traffic: keep running, count it, say it
+      this.decodeStats.malformed++;
+      log.error(`batch processing failed: ${(e as Error).stack ?? String(e)}`);
+    }
+  }
+
+  private onFinishedSpan(s: SidelightSpan): void {
+    ensureIds(s);
+    const resource = this.processes.resource(s.process);
+    if (this.console) {
+      const name = String(resource.attributes['service.name'] ?? s.process.comm);
+      process.stdout.write(`${formatSpanLine(s, name)}\n`);
+    }
+    this.pipeline?.push(s, resource);
+    this.onSpan?.(s, resource);
+  }
+
+  /** BPF counters summed over CPUs, by name. */
+  kernelCounters(): Record<string, number> {
+    const out: Record<string, number> = {};
+    if (!this.obj) return out;
+    COUNTER_NAMES.forEach((name, i) => {
+      const vals = this.obj!.mapLookup(BPF_NAMES.counters, u32(i)) ?? [];
+      let sum = 0n;
+      for (const v of vals) sum += new DataView(v.buffer, v.byteOffset, v.byteLength).getBigUint64(0, true);
+      out[name] = Number(sum);
+    });
+    return out;
+  }
+
+  stats(): Record<string, unknown> {
+    const probes = this.obj
+      ? this.obj.programStats().map((p) => ({ name: p.name, runTimeNs: Number(p.runTimeNs), runCount: Number(p.runCount) }))
+      : [];
+    return {
+      ready: this.ready,
+      kernel: this.kernelCounters(),
+      probes,
+      batches: this.batches,
+      decode: { ...this.decodeStats },
+      connections: { size: this.table.size, ...this.table.stats, http: { ...this.table.stats.http } },
+      processes: { size: this.processes.size, ...this.processes.stats },
+      export: this.pipeline ? { depth: this.pipeline.depth, ...this.pipeline.stats } : null,
+    };
+  }
+
+  async stop(deadlineMs = 5000): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.ready = false;
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.obj?.stop();
+    this.obj?.close();
+    this.obj = undefined;
+    await this.pipeline?.shutdown(deadlineMs);
+    await this.health?.close();
+  }
+}
+

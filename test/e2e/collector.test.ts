@@ -1,0 +1,128 @@
+/**
+ * End to end through a real OpenTelemetry Collector (built with ocb, scripts/collector.sh):
+ * `bin/sidelight run` exports over OTLP gRPC, HTTP/protobuf and HTTP/JSON, selected by the
+ * standard OTEL_EXPORTER_OTLP_* variables; assertions on what the Collector wrote.
+ */
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import test from 'ava';
+import { collectorBinary, startCollector, type CollectorSpan } from '../helpers/collector.js';
+import { startAgentProcess } from '../helpers/agentproc.js';
+import { kernelUnavailable, need } from '../helpers/kernel.js';
+import { curl, startPythonServer } from '../helpers/servers.js';
+
+const unavailable = kernelUnavailable() ?? (collectorBinary() ? undefined : 'collector not built (bash scripts/collector.sh)');
+
+/** BPF program ids referenced by a process's file descriptors (programs and links). */
+function progIdsHeldBy(pid: number): Set<number> {
+  const ids = new Set<number>();
+  for (const fd of readdirSync(`/proc/${pid}/fdinfo`)) {
+    try {
+      const m = /^prog_id:\s*(\d+)$/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'));
+      if (m) ids.add(Number(m[1]));
+    } catch {
+      /* fd closed meanwhile */
+    }
+  }
+  return ids;
+}
+
+/** Ids of every BPF program loaded in the kernel. */
+function loadedProgIds(): Set<number> {
+  const progs = JSON.parse(execFileSync('bpftool', ['prog', 'show', '--json'], { encoding: 'utf8' })) as Array<{ id: number }>;
+  return new Set(progs.map((p) => p.id));
+}
+
+/** Programs of `ids` still loaded; the kernel frees them shortly after the last fd closes (RCU). */
+async function stillLoaded(ids: Set<number>): Promise<number[]> {
+  const end = Date.now() + 5000;
+  for (;;) {
+    const loaded = loadedProgIds();
+    const left = [...ids].filter((id) => loaded.has(id));
+    if (left.length === 0 || Date.now() > end) return left;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function loadedNames(ids: Set<number>): string[] {
+  const progs = JSON.parse(execFileSync('bpftool', ['prog', 'show', '--json'], { encoding: 'utf8' })) as Array<{ id: number; name?: string }>;
+  return progs.filter((p) => ids.has(p.id)).map((p) => p.name ?? '?').sort();
+}
+
+const cases = [
+  { protocol: 'grpc', endpoint: (c: { grpcEndpoint: string }) => c.grpcEndpoint },
+  { protocol: 'http/protobuf', endpoint: (c: { httpEndpoint: string }) => c.httpEndpoint },
+  { protocol: 'http/json', endpoint: (c: { httpEndpoint: string }) => c.httpEndpoint },
+] as const;
+
+for (const { protocol, endpoint } of cases) {
+  test.serial(`spans reach a real Collector over OTLP ${protocol}`, async (t) => {
+    if (!need(t, unavailable)) return;
+    const collector = await startCollector();
+    const srv = await startPythonServer();
+    let held = new Set<number>();
+    let code: number | null = null;
+    const agent = await startAgentProcess({
+      OTEL_EXPORTER_OTLP_ENDPOINT: endpoint(collector),
+      OTEL_EXPORTER_OTLP_PROTOCOL: protocol,
+      OTEL_RESOURCE_ATTRIBUTES: 'deployment.environment.name=ci',
+    });
+    try {
+      const r = await fetch(`${agent.healthUrl}/healthz`);
+      t.is(r.status, 200);
+      held = progIdsHeldBy(agent.pid);
+      t.deepEqual(loadedNames(held), ['sl_sys_enter', 'sl_sys_exit'], 'both probes loaded and held by the agent');
+      await curl([`http://127.0.0.1:${srv.port}/hello.txt`]);
+      const isOurs = (s: CollectorSpan): boolean =>
+        s.attributes['server.port'] === srv.port && (s.kind === 2 || s.kind === 3);
+      const spans = await collector.waitForSpans((all) => all.filter(isOurs).length >= 2, 20_000);
+      const server = spans.find((s) => isOurs(s) && s.kind === 2)!; // SPAN_KIND_SERVER
+      const client = spans.find((s) => isOurs(s) && s.kind === 3)!; // SPAN_KIND_CLIENT
+      t.truthy(server, 'server span exported');
+      t.truthy(client, 'client span exported');
+      t.is(server.name, 'GET');
+      t.is(server.attributes['url.path'], '/hello.txt');
+      t.is(server.attributes['http.response.status_code'], 200);
+      t.regex(String(server.resource['service.name']), /^python3/);
+      t.is(server.resource['process.pid'], srv.pid);
+      t.is(server.resource['telemetry.distro.name'], 'sidelight');
+      t.is(server.resource['deployment.environment.name'], 'ci');
+      t.truthy(server.resource['host.name']);
+      t.is(client.resource['service.name'], 'curl');
+      t.is(client.attributes['url.full'], `http://127.0.0.1:${srv.port}/hello.txt`);
+      t.regex(server.traceId, /^[0-9a-f]{32}$/);
+      t.regex(server.spanId, /^[0-9a-f]{16}$/);
+      t.true(BigInt(server.endTimeUnixNano) > BigInt(server.startTimeUnixNano));
+      // the agent's own export traffic never becomes a span (no feedback loop)
+      t.false(spans.some((s) => s.attributes['url.path'] === '/v1/traces'), 'no spans of our own export');
+      t.is(agent.stdout(), '', 'with an endpoint, spans are exported, not printed');
+    } finally {
+      // cleanup before any assertion below can throw
+      code = await agent.stop();
+      await srv.stop();
+      await collector.stop();
+    }
+    t.is(code, 0, `agent exits 0 on SIGTERM:\n${agent.output()}`);
+    t.deepEqual(await stillLoaded(held), [], 'nothing left loaded or attached after exit');
+  });
+}
+
+test.serial('with no endpoint, run prints one readable line per span', async (t) => {
+  if (!need(t, kernelUnavailable())) return;
+  const srv = await startPythonServer();
+  const agent = await startAgentProcess({});
+  let code: number | null = null;
+  try {
+    await curl([`http://127.0.0.1:${srv.port}/hello.txt`]);
+    const end = Date.now() + 10_000;
+    const ours = (): string[] => agent.stdout().split('\n').filter((l) => l.includes('/hello.txt'));
+    while (Date.now() < end && ours().length < 2) await new Promise((r) => setTimeout(r, 100));
+    const lines = ours();
+    t.true(lines.some((l) => /SERVER .*python3.* GET \/hello\.txt 200 /.test(l)), agent.stdout());
+    t.true(lines.some((l) => /CLIENT .*curl.* GET http:\/\/127\.0\.0\.1:\d+\/hello\.txt 200 /.test(l)), agent.stdout());
+  } finally {
+    code = await agent.stop();
+    await srv.stop();
+  }
+  t.is(code, 0);
+});
