@@ -102,7 +102,7 @@ struct sl_event {
 	__s64 ret;        /* bytes transferred, new fd (accept) or -errno */
 	__u32 cap_len;    /* bytes of payload that follow this header */
 	__u32 _pad1;
-	char comm[SL_COMM_LEN];
+	char comm[SL_COMM_LEN];  /* the process's (thread group leader's) comm */
 	struct sl_conn conn;
 };
 SL_STATIC_ASSERT(sizeof(struct sl_event) == 128, "sl_event size");

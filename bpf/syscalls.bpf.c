@@ -205,7 +205,15 @@ static __always_inline void sl_fill_header(struct sl_event *ev, u8 type, u8 sys,
 	ev->ret = ret;
 	ev->cap_len = 0;
 	ev->_pad1 = 0;
-	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	{
+		/* the process's name (its main thread's comm), not the calling thread's: threads
+		 * rename themselves (MainThread, isc-net-0000) and the process may be gone before
+		 * userspace can read /proc */
+		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+		if (BPF_CORE_READ_STR_INTO(&ev->comm, task, group_leader, comm) < 0)
+			bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	}
 	sl_fill_conn(&ev->conn, sk);
 }
 

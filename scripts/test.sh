@@ -18,10 +18,10 @@ rc=${PIPESTATUS[0]}
 # count ava's per-test lines: "✔ name", "✘ [fail]: name", "- [skip] name"; tests that
 # could not run here log "SKIPPED: reason" and pass vacuously: they count as skipped.
 ok=$(grep -cE '^\s*✔ ' "$log")
-failed=$(grep -cE '^\s*✘ \[fail\]' "$log")
+failed=$(grep -E '^\s*✘ \[fail\]' "$log" | sort -u | wc -l)
 avaskipped=$(grep -cE '^\s*- \[skip\]' "$log")
 skipped=$(grep -c 'SKIPPED:' "$log")
-hung=$(grep -cE 'Timed out while running tests|uncaught exception|unhandled rejection' "$log")
+hung=$(grep -cE '^\s*✘ Timed out while running tests|^\s*[0-9]+ (uncaught exceptions?|unhandled rejections?)$|^\s*✘ .*exited with a non-zero exit code' "$log")
 failed=$(( failed + hung ))
 passed=$(( ok - skipped )); [ "$passed" -lt 0 ] && passed=0
 skipped=$(( skipped + avaskipped ))

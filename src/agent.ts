@@ -100,18 +100,20 @@ export class Agent {
 
   constructor(config: Config) {
     this.config = config;
+    const extra = { ...config.export.resourceAttributes };
+    this.processes = new ProcessCache({ maxProcesses: config.limits.processes, extraAttributes: extra });
     this.table = new ConnectionTable(
       {
         maxConnections: config.limits.connections,
         selfTgid: process.pid,
+        // short-lived clients may be gone by the time their span ends: look them up now
+        onNewConnection: (ev) => this.processes.info({ tgid: ev.tgid, tid: ev.tid, comm: ev.comm, cgroupId: ev.cgroupId }),
         idleMs: 5 * 60_000,
         http: { captureQuery: config.http.captureQuery, maxPending: config.limits.pendingPerConnection },
       },
       this.clock,
       (s) => this.onFinishedSpan(s),
     );
-    const extra = { ...config.export.resourceAttributes };
-    this.processes = new ProcessCache({ maxProcesses: config.limits.processes, extraAttributes: extra });
     const traces = config.export.traces;
     this.pipeline = traces
       ? new ExportPipeline(config.export.batch, new OtlpSink(traces), (m) => log.warn(m))

@@ -19,6 +19,8 @@ export interface ConnectionTableOptions {
   maxConnections: number;
   /** the agent's own pid: its connects mark endpoints whose far end is ignored */
   selfTgid?: number;
+  /** called when a connection is first seen, so process metadata is read while the process lives */
+  onNewConnection?: (ev: KernelEvent) => void;
   /** drop connections with no event for this long */
   idleMs: number;
   http: HttpOptions;
@@ -173,6 +175,7 @@ export class ConnectionTable {
     };
     this.conns.set(ev.sock, c);
     this.stats.opened++;
+    this.opts.onNewConnection?.(ev);
     return c;
   }
 

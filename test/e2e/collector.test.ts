@@ -94,7 +94,11 @@ for (const { protocol, endpoint } of cases) {
       t.regex(server.spanId, /^[0-9a-f]{16}$/);
       t.true(BigInt(server.endTimeUnixNano) > BigInt(server.startTimeUnixNano));
       // the agent's own export traffic never becomes a span (no feedback loop)
-      t.false(spans.some((s) => s.attributes['url.path'] === '/v1/traces'), 'no spans of our own export');
+      const collectorPorts = [collector.grpcEndpoint, collector.httpEndpoint].map((u) => Number(new URL(u).port));
+      t.false(
+        spans.some((s) => collectorPorts.includes(Number(s.attributes['server.port']))),
+        'no spans of our own export to this collector',
+      );
       t.is(agent.stdout(), '', 'with an endpoint, spans are exported, not printed');
     } finally {
       // cleanup before any assertion below can throw

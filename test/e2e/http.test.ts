@@ -98,7 +98,7 @@ test.serial('Node http server + Node fetch: keep-alive, chunked, POST body, 404 
     const urls = [...Array.from({ length: 20 }, (_, i) => `${base}/ok/${i}`), `${base}/missing`, `${base}/fail`];
     const statuses = await nodeFetch(urls, { OTEL_SERVICE_NAME: 'node-client' });
     t.deepEqual(statuses, [...Array(20).fill(200), 404, 503]);
-    const posted = await nodeFetch([`${base}/echo`], {}, 'POST', 'x'.repeat(3000));
+    const posted = await nodeFetch([`${base}/echo`], { OTEL_SERVICE_NAME: 'node-client' }, 'POST', 'x'.repeat(3000));
     t.deepEqual(posted, [200]);
     await waitFor((s) => s.filter(onPort(srv.port, 'server')).length >= 23 && s.filter(onPort(srv.port, 'client')).length >= 23, 'node spans');
     const byStart = (a: Seen, b: Seen): number => (a.span.startUnixNs < b.span.startUnixNs ? -1 : 1);
