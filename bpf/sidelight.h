@@ -33,7 +33,17 @@ enum sl_event_type {
 	SL_EV_CONNECT = 2, /* connect() returned (ret 0, -EINPROGRESS or an error) */
 	SL_EV_ACCEPT = 3,  /* accept()/accept4() returned a new socket */
 	SL_EV_CLOSE = 4,   /* close() of a TCP socket fd */
+	SL_EV_PROC = 5,    /* first connect/accept of a process: payload = struct sl_proc_payload */
 };
+
+/*
+ * Payload of SL_EV_PROC: who the process is, read in its own context so it survives the
+ * process exiting before userspace can read /proc. exe is the executable's file name,
+ * NUL-padded; env is a prefix of its environment block (NUL-separated KEY=VALUE), of
+ * cap_len - SL_EXE_LEN bytes. Userspace parses only the OTEL_* variables out of it.
+ */
+#define SL_EXE_LEN 64
+#define SL_ENV_MAX (SL_MAX_CAPTURE - SL_EXE_LEN)
 
 enum sl_direction {
 	SL_DIR_INGRESS = 0, /* the process read these bytes */
@@ -66,6 +76,7 @@ enum sl_counter {
 	SL_CNT_READ_FAIL = 3,     /* user memory could not be read (event sent without data) */
 	SL_CNT_MMSG_PARTIAL = 4,  /* sendmmsg/recvmmsg messages after the first not captured */
 	SL_CNT_FILTERED = 5,      /* socket syscalls skipped by the pid/cgroup/port filters */
+	SL_CNT_PROCS = 6,         /* process records (SL_EV_PROC) sent */
 	SL_CNT__MAX = 8,
 };
 

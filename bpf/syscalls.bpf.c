@@ -84,6 +84,14 @@ struct {
 	__type(value, u8);
 } sl_port_filter SEC(".maps");
 
+/* Processes already described to userspace (SL_EV_PROC): tgid -> start time (pid reuse). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u32);
+	__type(value, u64);
+} sl_procs SEC(".maps");
+
 struct sl_scratch {
 	struct sl_event ev;
 	u8 data[SL_MAX_CAPTURE * 2]; /* 2x so the verifier can bound off + len */
@@ -214,7 +222,10 @@ static __always_inline void sl_fill_header(struct sl_event *ev, u8 type, u8 sys,
 		if (BPF_CORE_READ_STR_INTO(&ev->comm, task, group_leader, comm) < 0)
 			bpf_get_current_comm(ev->comm, sizeof(ev->comm));
 	}
-	sl_fill_conn(&ev->conn, sk);
+	if (sk)
+		sl_fill_conn(&ev->conn, sk);
+	else
+		__builtin_memset(&ev->conn, 0, sizeof(ev->conn));
 }
 
 static __always_inline void sl_submit(struct sl_scratch *s)
@@ -300,6 +311,47 @@ static __always_inline void sl_capture(struct sl_scratch *s, const struct sl_inf
 	s->ev.cap_len = got;
 }
 
+/*
+ * Once per process (and again if its pid is reused): an SL_EV_PROC record with the
+ * executable's name and a prefix of the environment, read now, while the process lives.
+ */
+static __always_inline void sl_describe_process(u64 pid_tgid)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	u32 tgid = pid_tgid >> 32;
+	u64 start = BPF_CORE_READ(task, group_leader, start_time);
+	u64 *seen = bpf_map_lookup_elem(&sl_procs, &tgid);
+	struct sl_scratch *s;
+	struct mm_struct *mm;
+	const unsigned char *name;
+	u64 env_start, env_end, env_len;
+
+	if (seen && *seen == start)
+		return;
+	bpf_map_update_elem(&sl_procs, &tgid, &start, BPF_ANY);
+	s = sl_scratch_get();
+	if (!s)
+		return;
+	sl_fill_header(&s->ev, SL_EV_PROC, 0, pid_tgid, -1, NULL, start, 0);
+	__builtin_memset(s->data, 0, SL_EXE_LEN);
+	mm = BPF_CORE_READ(task, mm);
+	if (!mm)
+		return;
+	name = BPF_CORE_READ(mm, exe_file, f_path.dentry, d_name.name);
+	if (name)
+		bpf_probe_read_kernel_str(s->data, SL_EXE_LEN, name);
+	env_start = BPF_CORE_READ(mm, env_start);
+	env_end = BPF_CORE_READ(mm, env_end);
+	env_len = env_end > env_start ? env_end - env_start : 0;
+	if (env_len > SL_ENV_MAX)
+		env_len = SL_ENV_MAX;
+	if (env_len && bpf_probe_read_user(s->data + SL_EXE_LEN, env_len & (SL_MAX_CAPTURE - 1), (void *)env_start))
+		env_len = 0;
+	s->ev.cap_len = SL_EXE_LEN + env_len;
+	sl_count(SL_CNT_PROCS);
+	sl_submit(s);
+}
+
 static __always_inline int sl_enter(struct bpf_raw_tracepoint_args *ctx, u8 sys)
 {
 	u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -368,14 +420,21 @@ static __always_inline int sl_exit(s64 ret)
 		if (ret < 0)
 			return 0;
 		sk = sl_fd_to_tcp_sock((int)ret);
-		if (!sk || !sl_sock_wanted(sk) || !(s = sl_scratch_get()))
+		if (!sk || !sl_sock_wanted(sk))
+			return 0;
+		sl_describe_process(pid_tgid);
+		if (!(s = sl_scratch_get()))
 			return 0;
 		sl_fill_header(&s->ev, SL_EV_ACCEPT, f.sys, pid_tgid, (s32)ret, sk, f.ts, ret);
 		sl_submit(s);
 		return 0;
 	case SL_SYS_CONNECT:
 		sk = (struct sock *)f.sk;
-		if (!sl_sock_wanted(sk) || !(s = sl_scratch_get()))
+		if (!sl_sock_wanted(sk))
+			return 0;
+		if ((u32)(pid_tgid >> 32) != sl_cfg.self_tgid)
+			sl_describe_process(pid_tgid);
+		if (!(s = sl_scratch_get()))
 			return 0;
 		sl_fill_header(&s->ev, SL_EV_CONNECT, f.sys, pid_tgid, f.fd, sk, f.ts, ret);
 		sl_submit(s);

@@ -19,14 +19,16 @@ import { formatSpanLine, OtlpSink } from './otlp/sinks.js';
 import { bpfObjectPath } from './paths.js';
 import { MonotonicClock } from './receiver/clock.js';
 import { ConnectionTable } from './receiver/connections.js';
-import { decodeBatch, type DecodeStats } from './receiver/decode.js';
+import { decodeBatch, type DecodeStats, type KernelEvent } from './receiver/decode.js';
 import {
   BPF_NAMES,
   COUNTER_NAMES,
   encodeConfig,
+  EventType,
   FILTER_EXCLUDE,
   FILTER_INCLUDE,
   FilterMode,
+  SL_EXE_LEN,
 } from './receiver/layout.js';
 import type { SidelightSpan } from './receiver/span.js';
 
@@ -187,12 +189,20 @@ export class Agent {
   private onBatch(batch: ArrayBuffer): void {
     this.batches++;
     try {
-      decodeBatch(batch, (ev) => this.table.onEvent(ev), this.decodeStats);
+      decodeBatch(batch, (ev) => (ev.type === EventType.Proc ? this.onProcess(ev) : this.table.onEvent(ev)), this.decodeStats);
     } catch (e) {
       // a bug, not traffic: keep running, count it, say it
       this.decodeStats.malformed++;
       log.error(`batch processing failed: ${(e as Error).stack ?? String(e)}`);
     }
+  }
+
+  /** The kernel's description of a process, sent on its first connect/accept. */
+  private onProcess(ev: KernelEvent): void {
+    const exe = ev.data.subarray(0, SL_EXE_LEN);
+    const nul = exe.indexOf(0);
+    const name = Buffer.from(exe.subarray(0, nul < 0 ? exe.length : nul)).toString('utf8');
+    this.processes.hint(ev.tgid, name, ev.data.subarray(SL_EXE_LEN));
   }
 
   private onFinishedSpan(s: SidelightSpan): void {

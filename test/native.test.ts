@@ -169,9 +169,10 @@ function nativeError(t: ExecutionContext, fn: () => unknown): SidelightNativeErr
 addonTest('layout() matches bpf/sidelight.h', (t) => {
   const l = native!.layout();
   const header = readFileSync(join(ROOT, 'bpf/sidelight.h'), 'utf8');
-  for (const [, name, size] of header.matchAll(/_Static_assert\(sizeof\(struct (\w+)\) == (\d+)/g)) {
+  for (const [, name, size] of header.matchAll(/SL_STATIC_ASSERT\(sizeof\(struct (\w+)\) == (\d+)/g)) {
     t.is((l as unknown as Record<string, { size: number }>)[name!]?.size, Number(size), `sizeof(struct ${name})`);
   }
+  t.is([...header.matchAll(/SL_STATIC_ASSERT\(sizeof/g)].length, 3, 'the size asserts were found');
   t.is(l.sl_event.size, 128);
   t.is(l.sl_conn.size, 48);
   t.is(l.sl_config.size, 16);

@@ -57,8 +57,29 @@ interface Entry {
 export interface ProcessCacheStats {
   lookups: number;
   procReads: number;
+  /** processes not readable in /proc (gone, or not visible) */
   procMissing: number;
+  /** of those, described from the kernel's process record instead */
+  fromKernel: number;
   evicted: number;
+}
+
+/** What the kernel told us about a process (SL_EV_PROC). */
+export interface ProcessHint {
+  executableName: string;
+  env: Record<string, string>;
+}
+
+/** Parse a NUL-separated environment block, keeping only `names`. */
+export function parseEnvBlock(block: Uint8Array | Buffer, names: readonly string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const entry of Buffer.from(block.buffer, block.byteOffset, block.byteLength).toString('utf8').split('\0')) {
+    const eq = entry.indexOf('=');
+    if (eq <= 0) continue;
+    const k = entry.slice(0, eq);
+    if (names.includes(k)) out[k] = entry.slice(eq + 1);
+  }
+  return out;
 }
 
 /** Parse `k=v,k2=v2` (W3C baggage-like, percent-encoded values) as OTEL_RESOURCE_ATTRIBUTES. */
@@ -82,29 +103,21 @@ export function parseResourceAttributes(value: string): Record<string, string> {
 
 /** Read selected variables from /proc/<pid>/environ (NUL-separated). */
 export function readEnviron(path: string, names: readonly string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  let raw: Buffer;
   try {
-    raw = readFileSync(path);
+    return parseEnvBlock(readFileSync(path), names);
   } catch {
-    return out;
+    return {};
   }
-  for (const entry of raw.toString('utf8').split('\0')) {
-    const eq = entry.indexOf('=');
-    if (eq <= 0) continue;
-    const k = entry.slice(0, eq);
-    if (names.includes(k)) out[k] = entry.slice(eq + 1);
-  }
-  return out;
 }
 
-const ENV_NAMES = ['OTEL_SERVICE_NAME', 'OTEL_RESOURCE_ATTRIBUTES'] as const;
+export const ENV_NAMES = ['OTEL_SERVICE_NAME', 'OTEL_RESOURCE_ATTRIBUTES'] as const;
 const MISSING_TTL_MS = 5_000;
 
 export class ProcessCache {
   private readonly entries = new Map<number, Entry>();
+  private readonly hints = new Map<number, ProcessHint>();
   private readonly opts: Required<Omit<ProcessCacheOptions, 'extraAttributes'>> & { extraAttributes: Record<string, string> };
-  readonly stats: ProcessCacheStats = { lookups: 0, procReads: 0, procMissing: 0, evicted: 0 };
+  readonly stats: ProcessCacheStats = { lookups: 0, procReads: 0, procMissing: 0, fromKernel: 0, evicted: 0 };
 
   constructor(opts: ProcessCacheOptions) {
     this.opts = {
@@ -118,6 +131,18 @@ export class ProcessCache {
 
   get size(): number {
     return this.entries.size;
+  }
+
+  /** Remember the kernel's description of a process (used if /proc has nothing). */
+  hint(tgid: number, executableName: string, envBlock: Uint8Array): void {
+    this.hints.delete(tgid);
+    if (this.hints.size >= this.opts.maxProcesses) {
+      const oldest = this.hints.keys().next();
+      if (!oldest.done) this.hints.delete(oldest.value);
+    }
+    this.hints.set(tgid, { executableName, env: parseEnvBlock(envBlock, ENV_NAMES) });
+    // a fresh process under a reused pid: forget what we knew of the old one
+    this.entries.delete(tgid);
   }
 
   /** Look up (or read) the process; safe to call for every span. */
@@ -166,20 +191,19 @@ export class ProcessCache {
     }
     if (exePath === undefined) {
       this.stats.procMissing++;
-      return { pid: p.tgid, executableName: p.comm, resourceAttributes: {}, fromProc: false };
+      const hint = this.hints.get(p.tgid);
+      if (!hint) return { pid: p.tgid, executableName: p.comm, resourceAttributes: {}, fromProc: false };
+      this.stats.fromKernel++;
+      return { ...this.fromEnv(p.tgid, hint.env), executableName: hint.executableName || p.comm, fromProc: false };
     }
     exePath = exePath.replace(/ \(deleted\)$/, '');
-    const env = readEnviron(`${dir}/environ`, ENV_NAMES);
+    return { ...this.fromEnv(p.tgid, readEnviron(`${dir}/environ`, ENV_NAMES)), executableName: basename(exePath), executablePath: exePath };
+  }
+
+  private fromEnv(pid: number, env: Record<string, string>): Omit<ProcessInfo, 'executableName'> {
     const attrs = env.OTEL_RESOURCE_ATTRIBUTES ? parseResourceAttributes(env.OTEL_RESOURCE_ATTRIBUTES) : {};
     const serviceName = env.OTEL_SERVICE_NAME?.trim() || attrs[ATTR_SERVICE_NAME] || undefined;
-    return {
-      pid: p.tgid,
-      executableName: basename(exePath),
-      executablePath: exePath,
-      ...(serviceName ? { serviceName } : {}),
-      resourceAttributes: attrs,
-      fromProc: true,
-    };
+    return { pid, ...(serviceName ? { serviceName } : {}), resourceAttributes: attrs, fromProc: true };
   }
 
   private attributes(info: ProcessInfo): Record<string, AttrValue> {

@@ -6,7 +6,7 @@
  * Pure functions; malformed records (short, unknown type, cap_len past the record) are
  * counted in DecodeStats and skipped, never thrown.
  */
-import { CONN, EVENT, SL_COMM_LEN, SL_MAX_CAPTURE } from './layout.js';
+import { CONN, EVENT, EventType, SL_COMM_LEN, SL_MAX_CAPTURE } from './layout.js';
 
 export interface Endpoint {
   address: string;
@@ -101,7 +101,7 @@ function decodeComm(bytes: Uint8Array, off: number): string {
 export function decodeEvent(bytes: Uint8Array, dv: DataView, off: number, len: number): KernelEvent | undefined {
   if (len < EVENT.size) return undefined;
   const type = dv.getUint8(off + EVENT.type);
-  if (type < 1 || type > 4) return undefined;
+  if (type < EventType.Data || type > EventType.Proc) return undefined;
   const capLen = dv.getUint32(off + EVENT.cap_len, true);
   if (capLen > SL_MAX_CAPTURE || EVENT.size + capLen > len) return undefined;
   return {

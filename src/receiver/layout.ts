@@ -11,6 +11,8 @@ export const EventType = {
   Connect: 2,
   Accept: 3,
   Close: 4,
+  /** payload: SL_EXE_LEN bytes of executable name, then a prefix of the environment block */
+  Proc: 5,
 } as const;
 export type EventType = (typeof EventType)[keyof typeof EventType];
 
@@ -25,12 +27,14 @@ export const SYSCALL_NAMES = [
 
 /** enum sl_counter, index = value; names are exported as the `reason`/`counter` attribute. */
 export const COUNTER_NAMES = [
-  'events', 'ringbuf_full', 'inflight_full', 'read_fail', 'mmsg_partial', 'filtered',
+  'events', 'ringbuf_full', 'inflight_full', 'read_fail', 'mmsg_partial', 'filtered', 'procs',
 ] as const;
 export const SL_CNT_MAX = 8;
 
 export const SL_MAX_CAPTURE = 4096;
 export const SL_COMM_LEN = 16;
+export const SL_EXE_LEN = 64;
+export const SL_MAX_IOV = 32;
 
 /** struct sl_conn (48 bytes) */
 export const CONN = {

@@ -61,3 +61,16 @@ test('the cache is bounded, the oldest evicted and counted', (t) => {
 test('OTEL_RESOURCE_ATTRIBUTES parsing: percent-decoding, junk skipped', (t) => {
   t.deepEqual(parseResourceAttributes('a=1, b = two%2Cthree ,bad,=x,c=%E2%9C%93,d=%zz'), { a: '1', b: 'two,three', c: '✓', d: '%zz' });
 });
+
+test("a process gone from /proc is described by the kernel's record (exe name, its OTEL_* env)", (t) => {
+  const cache = new ProcessCache({ maxProcesses: 10 });
+  const pid = 2 ** 22 + 777;
+  const env = Buffer.from('PATH=/bin\0OTEL_SERVICE_NAME=batch-job\0SECRET=x\0OTEL_RESOURCE_ATTRIBUTES=service.version=3\0');
+  cache.hint(pid, 'node', env);
+  const r = cache.resource({ tgid: pid, tid: pid, comm: 'MainThread', cgroupId: 0n });
+  t.like(r.attributes, { 'service.name': 'batch-job', 'service.version': '3', 'process.executable.name': 'node', 'process.pid': pid });
+  t.false('SECRET' in r.attributes);
+  t.is(cache.stats.fromKernel, 1);
+  // no hint: the comm is all there is
+  t.is(cache.resource({ tgid: pid + 1, tid: 1, comm: 'MainThread', cgroupId: 0n }).attributes['service.name'], 'MainThread');
+});
