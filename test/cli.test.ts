@@ -74,3 +74,15 @@ test('check without capabilities says what is missing, exit 1', (t) => {
   t.is(r.status, 1, r.stdout + r.stderr);
   t.regex(r.stdout, /FAIL\s+privileges\s+need CAP_BPF and CAP_PERFMON/);
 });
+
+test('run without capabilities fails before attaching, saying what is missing, exit 1', (t) => {
+  if (!need(t, built ?? (process.geteuid?.() === 0 ? undefined : 'needs root to drop privileges'))) return;
+  const r = spawnSync('setpriv', ['--bounding-set=-all', '--inh-caps=-all', '--no-new-privs', SIDELIGHT_BIN, 'run'], {
+    encoding: 'utf8',
+    timeout: 60_000,
+    env: { ...process.env, SIDELIGHT_HEALTH_ADDR: '127.0.0.1:0' },
+  });
+  t.is(r.status, 1, r.stdout + r.stderr);
+  t.regex(r.stderr, /cannot start: load: .*Operation not permitted/);
+  t.regex(r.stderr, /permission denied: run as root, or grant CAP_BPF, CAP_PERFMON/);
+});
