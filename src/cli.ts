@@ -40,8 +40,18 @@ async function run(opts: { config?: string }): Promise<void> {
   const config = loadOrExit(opts.config);
   setLogLevel(config.log.level);
   log.info(`sidelight ${AGENT_VERSION} starting`);
-  for (const line of describeConfig(config).split('\n')) log.info(`config: ${line}`);
-  if (!config.export.traces) log.info('no OTLP endpoint configured: printing spans here (set OTEL_EXPORTER_OTLP_ENDPOINT to export)');
+  // settings that differ from the defaults at info (describeConfig marks them "(from …)"), all at debug
+  for (const line of describeConfig(config).split('\n')) {
+    if (line.includes('(from ') || line.startsWith('export.traces =')) log.info(`config: ${line}`);
+    else log.debug(`config: ${line}`);
+  }
+  if (!config.export.traces) {
+    log.info(
+      process.env.OTEL_SDK_DISABLED?.toLowerCase() === 'true'
+        ? 'export disabled (OTEL_SDK_DISABLED=true)'
+        : 'no OTLP endpoint configured: printing spans here (set OTEL_EXPORTER_OTLP_ENDPOINT to export)',
+    );
+  }
   const agent = new Agent(config);
   let stopping = false;
   const stop = (sig: string): void => {
