@@ -110,6 +110,7 @@ export class Agent {
         selfTgid: process.pid,
         // short-lived clients may be gone by the time their span ends: look them up now
         onNewConnection: (ev) => this.processes.info({ tgid: ev.tgid, tid: ev.tid, comm: ev.comm, cgroupId: ev.cgroupId }),
+        threadsUntrusted: (tgid) => this.processes.threadsUntrusted(tgid),
         idleMs: 5 * 60_000,
         http: { captureQuery: config.http.captureQuery, maxPending: config.limits.pendingPerConnection },
       },

@@ -20,6 +20,7 @@ import {
   ATTR_TELEMETRY_DISTRO_VERSION,
 } from '@opentelemetry/semantic-conventions';
 import type { AttrValue, ProcessRef } from '../receiver/span.js';
+import { isGoBinary } from './elf.js';
 import {
   ATTR_HOST_NAME,
   ATTR_PROCESS_EXECUTABLE_NAME,
@@ -46,6 +47,8 @@ export interface ProcessInfo {
   resourceAttributes: Record<string, string>;
   /** false when /proc had nothing (process gone or not visible) */
   fromProc: boolean;
+  /** a Go binary (goroutines move between threads: no thread-based parenting) */
+  go?: boolean;
 }
 
 interface Entry {
@@ -145,6 +148,11 @@ export class ProcessCache {
     this.entries.delete(tgid);
   }
 
+  /** true when thread ids cannot tie work to a request in this process (a Go binary). */
+  threadsUntrusted(tgid: number): boolean {
+    return this.entry({ tgid, tid: tgid, comm: '', cgroupId: 0n }).info.go === true;
+  }
+
   /** Look up (or read) the process; safe to call for every span. */
   info(p: ProcessRef): ProcessInfo {
     return this.entry(p).info;
@@ -197,7 +205,13 @@ export class ProcessCache {
       return { ...this.fromEnv(p.tgid, hint.env), executableName: hint.executableName || p.comm, fromProc: false };
     }
     exePath = exePath.replace(/ \(deleted\)$/, '');
-    return { ...this.fromEnv(p.tgid, readEnviron(`${dir}/environ`, ENV_NAMES)), executableName: basename(exePath), executablePath: exePath };
+    return {
+      ...this.fromEnv(p.tgid, readEnviron(`${dir}/environ`, ENV_NAMES)),
+      executableName: basename(exePath),
+      executablePath: exePath,
+      // through /proc/<pid>/exe: works across mount namespaces and for deleted binaries
+      go: isGoBinary(`${dir}/exe`),
+    };
   }
 
   private fromEnv(pid: number, env: Record<string, string>): Omit<ProcessInfo, 'executableName'> {

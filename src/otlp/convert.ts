@@ -7,6 +7,7 @@
  */
 import { randomFillSync } from 'node:crypto';
 import { SpanKind, SpanStatusCode, TraceFlags, type HrTime, type SpanContext } from '@opentelemetry/api';
+import { TraceState } from '@opentelemetry/core';
 import type { Resource } from '@opentelemetry/resources';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import type { SidelightSpan } from '../receiver/span.js';
@@ -51,7 +52,8 @@ export function ensureIds(s: SidelightSpan): void {
 
 export function toReadableSpan(s: SidelightSpan, resource: Resource): ReadableSpan {
   ensureIds(s);
-  const ctx: SpanContext = { traceId: s.traceId!, spanId: s.spanId!, traceFlags: s.traceFlags! };
+  const traceState = s.traceState !== undefined ? new TraceState(s.traceState) : undefined;
+  const ctx: SpanContext = { traceId: s.traceId!, spanId: s.spanId!, traceFlags: s.traceFlags!, ...(traceState ? { traceState } : {}) };
   const parent: SpanContext | undefined = s.parentSpanId
     ? { traceId: s.traceId!, spanId: s.parentSpanId, traceFlags: s.traceFlags!, isRemote: true }
     : undefined;

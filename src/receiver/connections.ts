@@ -14,6 +14,7 @@ import { HttpConnection, newHttpStats, type HttpOptions, type HttpStats, type Ro
 import { looksLikeHttp1 } from './http1.js';
 import { Direction, EventType } from './layout.js';
 import type { SidelightSpan } from './span.js';
+import { TraceRegistry, type TraceStats } from './trace.js';
 
 export interface ConnectionTableOptions {
   maxConnections: number;
@@ -21,6 +22,8 @@ export interface ConnectionTableOptions {
   selfTgid?: number;
   /** called when a connection is first seen, so process metadata is read while the process lives */
   onNewConnection?: (ev: KernelEvent) => void;
+  /** true for processes whose threads cannot identify a request (Go binaries) */
+  threadsUntrusted?: (tgid: number) => boolean;
   /** drop connections with no event for this long */
   idleMs: number;
   http: HttpOptions;
@@ -41,6 +44,7 @@ export interface ConnectionStats {
   /** connections whose peer is the agent itself (its own export traffic) */
   selfTraffic: number;
   http: HttpStats;
+  trace: TraceStats;
 }
 
 type Protocol = 'unknown' | 'http1' | 'ignored';
@@ -70,24 +74,33 @@ export class ConnectionTable {
   private readonly opts: ConnectionTableOptions;
   private readonly clock: MonotonicClock;
   private readonly emit: (s: SidelightSpan) => void;
-  readonly stats: ConnectionStats = {
-    opened: 0,
-    accepted: 0,
-    connected: 0,
-    failedConnects: 0,
-    closed: 0,
-    evicted: 0,
-    idleExpired: 0,
-    unknownChunks: 0,
-    notHttp: 0,
-    selfTraffic: 0,
-    http: newHttpStats(),
-  };
+  readonly traces: TraceRegistry;
+  readonly stats: ConnectionStats;
+
 
   constructor(opts: ConnectionTableOptions, clock: MonotonicClock, emit: (s: SidelightSpan) => void) {
     this.opts = opts;
     this.clock = clock;
     this.emit = emit;
+    this.traces = new TraceRegistry({
+      maxLinks: opts.maxConnections,
+      maxThreads: opts.maxConnections,
+      ...(opts.threadsUntrusted ? { threadsUntrusted: opts.threadsUntrusted } : {}),
+    });
+    this.stats = {
+      opened: 0,
+      accepted: 0,
+      connected: 0,
+      failedConnects: 0,
+      closed: 0,
+      evicted: 0,
+      idleExpired: 0,
+      unknownChunks: 0,
+      notHttp: 0,
+      selfTraffic: 0,
+      http: newHttpStats(),
+      trace: this.traces.stats,
+    };
   }
 
   get size(): number {
@@ -215,7 +228,7 @@ export class ConnectionTable {
     // the parser see it; it resynchronises by itself if this is not HTTP after all.
     if (c.role !== undefined && requestDir && (request || ev.data.length < SHORT_CHUNK)) {
       c.protocol = 'http1';
-      c.http = new HttpConnection(c.role, c.info, this.opts.http, this.clock, this.stats.http, this.emit);
+      c.http = new HttpConnection(c.role, c.info, this.opts.http, this.clock, this.stats.http, this.traces, this.emit);
       return true;
     }
     this.countUndetected(c);

@@ -34,6 +34,7 @@ import type { ConnInfo, KernelEvent } from './decode.js';
 import { Http1Parser, type Chunk, type Http1Event, type HttpHead } from './http1.js';
 import { Direction } from './layout.js';
 import type { AttrValue, ProcessRef, SidelightSpan } from './span.js';
+import type { TraceCtx, TraceRegistry, Tuple } from './trace.js';
 
 export type Role = 'server' | 'client';
 
@@ -70,6 +71,8 @@ interface Pending {
   process: ProcessRef;
   requestEnded: boolean;
   response?: HttpHead;
+  /** trace identity, assigned when the request started */
+  ctx: TraceCtx;
 }
 
 export class HttpConnection {
@@ -90,16 +93,22 @@ export class HttpConnection {
   /** request heads parsed on this connection */
   requests = 0;
 
+  private readonly traces: TraceRegistry;
+  /** tid of the event being processed (the thread that wrote the bytes now parsed) */
+  private currentTid = 0;
+
   constructor(
     role: Role,
     info: ConnInfo,
     opts: HttpOptions,
     clock: MonotonicClock,
     stats: HttpStats,
+    traces: TraceRegistry,
     emit: (s: SidelightSpan) => void,
   ) {
     this.role = role;
     this.info = info;
+    this.traces = traces;
     this.opts = opts;
     this.clock = clock;
     this.stats = stats;
@@ -126,6 +135,7 @@ export class HttpConnection {
     const chunk: Chunk = { data: ev.data, length: ev.ret, tsStart: ev.tsStart, tsEnd: ev.tsEnd };
     const proc: ProcessRef = { tgid: ev.tgid, tid: ev.tid, comm: ev.comm, cgroupId: ev.cgroupId };
     this.lastProcess = proc;
+    this.currentTid = ev.tid;
     if (this.isRequestDirection(ev.direction)) {
       // a new request ends a response that had no determinable end
       if (!this.req.inMessage && this.resp.openEnded) this.onResponseEvents(this.resp.finish('peer'));
@@ -144,7 +154,23 @@ export class HttpConnection {
     if (this.req.inMessage && this.lastProcess) this.onRequestEvents(this.req.finish('close'), this.lastProcess);
     if (this.resp.inMessage) this.onResponseEvents(this.resp.finish('close'));
     this.stats.unanswered += this.pending.length;
+    if (this.role === 'server') {
+      for (const p of this.pending) this.traces.dropActive(p.ctx, p.process.tid);
+      this.traces.serverClosed(this.tuple());
+    } else {
+      this.traces.clientClosed(this.tuple());
+    }
     this.pending.length = 0;
+  }
+
+  private tuple(): Tuple {
+    return {
+      localAddr: this.info.local.address,
+      localPort: this.info.local.port,
+      remoteAddr: this.info.remote.address,
+      remotePort: this.info.remote.port,
+      netns: this.info.netns,
+    };
   }
 
   private onRequestEvents(events: Http1Event[], proc: ProcessRef): void {
@@ -152,15 +178,21 @@ export class HttpConnection {
       if (e.type === 'head') {
         this.requests++;
         if (this.pending.length >= this.opts.maxPending) {
-          this.pending.shift();
+          const dropped = this.pending.shift();
+          if (dropped && this.role === 'server') this.traces.dropActive(dropped.ctx, dropped.process.tid);
           this.stats.pendingOverflow++;
         }
+        const ctx =
+          this.role === 'server'
+            ? this.traces.serverStart(this.tuple(), proc.tid, header(e.head, 'traceparent'), header(e.head, 'tracestate'))
+            : this.traces.clientStart(this.tuple(), proc.tgid, proc.tid, header(e.head, 'traceparent'));
         // server: the request arrived when the read returned; client: when the write began
         this.pending.push({
           head: e.head,
           start: this.role === 'server' ? e.ts : e.tsStart,
           process: proc,
           requestEnded: false,
+          ctx,
         });
       } else if (e.type === 'end') {
         const p = this.pending.find((x) => !x.requestEnded);
@@ -189,6 +221,7 @@ export class HttpConnection {
         const p = this.pending[0];
         if (!p || !p.response || p.response !== head) continue;
         this.pending.shift();
+        if (this.role === 'server') this.traces.serverEnd(p.ctx, p.process.tgid, p.process.tid, this.currentTid || p.process.tid);
         this.emit(this.buildSpan(p, p.response, e.ts));
       } else {
         this.stats.parseErrors++;
@@ -239,7 +272,13 @@ export class HttpConnection {
     if (isError) attrs[ATTR_ERROR_TYPE] = String(status);
 
     this.stats.spans++;
+    const ids = p.ctx.resolve();
     return {
+      traceId: ids.traceId,
+      spanId: ids.spanId,
+      ...(ids.parentSpanId ? { parentSpanId: ids.parentSpanId } : {}),
+      traceFlags: ids.flags,
+      ...(ids.tracestate !== undefined ? { traceState: ids.tracestate } : {}),
       kind: this.role,
       name: method === '_OTHER' ? 'HTTP' : method,
       startUnixNs: this.clock.toUnixNs(p.start),

@@ -29,6 +29,8 @@ export interface SidelightSpan {
   traceId?: string;
   spanId?: string;
   parentSpanId?: string;
-  /** trace flags (bit 0: sampled) */
+  /** W3C trace flags (0x01 sampled, 0x02 random trace id) */
   traceFlags?: number;
+  /** W3C tracestate carried from the incoming request */
+  traceState?: string;
 }
