@@ -26,6 +26,8 @@
 #define SL_COMM_LEN 16
 /* Most iovecs read per readv/writev/sendmsg/recvmsg. */
 #define SL_MAX_IOV 32
+/* Most messages reported per sendmmsg/recvmmsg (glibc sends A and AAAA queries in one). */
+#define SL_MAX_MMSG 4
 
 /* Event types: src/receiver/layout.ts EventType must match. */
 enum sl_event_type {
@@ -74,11 +76,16 @@ enum sl_counter {
 	SL_CNT_RINGBUF_FULL = 1,  /* events lost: ring buffer full */
 	SL_CNT_STASH_FULL = 2,    /* syscalls not traced: in-flight table full */
 	SL_CNT_READ_FAIL = 3,     /* user memory could not be read (event sent without data) */
-	SL_CNT_MMSG_PARTIAL = 4,  /* sendmmsg/recvmmsg messages after the first not captured */
+	SL_CNT_MMSG_PARTIAL = 4,  /* sendmmsg/recvmmsg messages past SL_MAX_MMSG not captured */
 	SL_CNT_FILTERED = 5,      /* socket syscalls skipped by the pid/cgroup/port filters */
 	SL_CNT_PROCS = 6,         /* process records (SL_EV_PROC) sent */
 	SL_CNT__MAX = 8,
 };
+
+/*
+ * UDP is traced only for datagrams whose remote port is listed in the sl_dns_ports map
+ * (DNS); TCP is traced on every port (DNS over TCP included).
+ */
 
 /* Filter actions (values of sl_pid_filter, sl_cgroup_filter, sl_port_filter). */
 #define SL_FILTER_INCLUDE 1
@@ -102,7 +109,7 @@ struct sl_event {
 	__u8 type;        /* enum sl_event_type; must be first */
 	__u8 direction;   /* enum sl_direction (SL_EV_DATA only) */
 	__u8 syscall;     /* enum sl_syscall */
-	__u8 _pad0;
+	__u8 proto;       /* IPPROTO_TCP (6) or IPPROTO_UDP (17); 0 for SL_EV_PROC */
 	__u32 tgid;       /* process id */
 	__u32 tid;        /* thread id */
 	__s32 fd;

@@ -17,13 +17,16 @@
 #define SL_S_IFMT 00170000
 #define SL_S_IFSOCK 0140000
 #define SL_SOCK_STREAM 1
+#define SL_SOCK_DGRAM 2
 #define SL_IPPROTO_TCP 6
+#define SL_IPPROTO_UDP 17
 
 /*
- * fd -> struct sock * of a TCP (IPv4/IPv6) socket of the current task, or NULL.
+ * fd -> struct sock * of a TCP or UDP (IPv4/IPv6) socket of the current task, or NULL;
+ * *proto_out is set to SL_IPPROTO_TCP or SL_IPPROTO_UDP.
  * Walks task->files->fdt->fd[fd], checks the inode is a socket, then socket->sk.
  */
-static __always_inline struct sock *sl_fd_to_tcp_sock(int fd)
+static __always_inline struct sock *sl_fd_to_inet_sock(int fd, u8 *proto_out)
 {
 	struct task_struct *task;
 	struct files_struct *files;
@@ -69,9 +72,48 @@ static __always_inline struct sock *sl_fd_to_tcp_sock(int fd)
 		return NULL;
 	type = BPF_CORE_READ(sk, sk_type);
 	proto = BPF_CORE_READ(sk, sk_protocol);
-	if (type != SL_SOCK_STREAM || proto != SL_IPPROTO_TCP)
+	if (type == SL_SOCK_STREAM && proto == SL_IPPROTO_TCP)
+		*proto_out = SL_IPPROTO_TCP;
+	else if (type == SL_SOCK_DGRAM && proto == SL_IPPROTO_UDP)
+		*proto_out = SL_IPPROTO_UDP;
+	else
 		return NULL;
 	return sk;
+}
+
+/* fd -> struct sock * of a TCP socket, or NULL. */
+static __always_inline struct sock *sl_fd_to_tcp_sock(int fd)
+{
+	u8 proto = 0;
+	struct sock *sk = sl_fd_to_inet_sock(fd, &proto);
+
+	return proto == SL_IPPROTO_TCP ? sk : NULL;
+}
+
+/*
+ * Read a user sockaddr (sockaddr_in or sockaddr_in6) into the remote side of c.
+ * Returns the port (host order), 0 when unreadable or not AF_INET/AF_INET6.
+ */
+static __always_inline u16 sl_read_peer_sockaddr(struct sl_conn *c, const void *uaddr)
+{
+	struct sockaddr_in6 sa = {};
+
+	if (!uaddr || bpf_probe_read_user(&sa, sizeof(sa), uaddr))
+		return 0;
+	if (sa.sin6_family == SL_AF_INET) {
+		struct sockaddr_in *in = (struct sockaddr_in *)&sa;
+
+		__builtin_memset(c->daddr, 0, sizeof(c->daddr));
+		__builtin_memcpy(c->daddr, &in->sin_addr, 4);
+		c->dport = __builtin_bswap16(in->sin_port);
+		return c->dport;
+	}
+	if (sa.sin6_family == SL_AF_INET6) {
+		__builtin_memcpy(c->daddr, &sa.sin6_addr, 16);
+		c->dport = __builtin_bswap16(sa.sin6_port);
+		return c->dport;
+	}
+	return 0;
 }
 
 static __always_inline u16 sl_sock_lport(struct sock *sk)

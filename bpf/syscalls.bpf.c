@@ -8,7 +8,8 @@
  * (a switch on the syscall number), then the agent itself (only its connects pass, so
  * userspace can recognise the far end of its own export traffic) and the pid/cgroup filters.
  *
- * Enter: for socket syscalls on a TCP fd, remember {syscall, fd, sock, user pointers}
+ * Enter: for socket syscalls on a TCP fd (or a UDP fd talking to a DNS port: see
+ * sl_dns_ports), remember {syscall, fd, sock, user pointers}
  * in sl_inflight keyed by pid_tgid. Exit: look it up, delete it, and emit one record
  * to the sl_events ring buffer: header (struct sl_event) + the first capture_bytes of
  * the payload, copied from per-CPU scratch. close() emits at entry.
@@ -49,11 +50,13 @@ struct {
 struct sl_inflight {
 	u64 ts;
 	u64 sk;
-	u64 arg1; /* buf, iovec*, msghdr* or mmsghdr* */
-	u64 arg2; /* count or iovcnt */
+	u64 arg1;  /* buf, iovec*, msghdr* or mmsghdr* */
+	u64 arg2;  /* count or iovcnt */
+	u64 arg5;  /* sendto dest_addr / recvfrom src_addr */
 	s32 fd;
-	u8 sys;   /* enum sl_syscall */
-	u8 _pad[3];
+	u8 sys;    /* enum sl_syscall */
+	u8 proto;  /* IPPROTO_TCP or IPPROTO_UDP */
+	u8 _pad[2];
 };
 
 struct {
@@ -83,6 +86,14 @@ struct {
 	__type(key, u16);
 	__type(value, u8);
 } sl_port_filter SEC(".maps");
+
+/* UDP is traced only to/from these remote ports (DNS); empty: no UDP at all. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, u16);
+	__type(value, u8);
+} sl_dns_ports SEC(".maps");
 
 /* Processes already described to userspace (SL_EV_PROC): tgid -> start time (pid reuse). */
 struct {
@@ -202,7 +213,7 @@ static __always_inline void sl_fill_header(struct sl_event *ev, u8 type, u8 sys,
 	ev->type = type;
 	ev->direction = sl_is_egress(sys) ? SL_DIR_EGRESS : SL_DIR_INGRESS;
 	ev->syscall = sys;
-	ev->_pad0 = 0;
+	ev->proto = 0;
 	ev->tgid = pid_tgid >> 32;
 	ev->tid = (u32)pid_tgid;
 	ev->fd = fd;
@@ -267,48 +278,112 @@ static __always_inline u32 sl_copy_iov(u8 *dst, const struct iovec *iov, u64 iov
 	return off;
 }
 
-/* Capture the payload of a data syscall into s->data; sets cap_len. */
-static __always_inline void sl_capture(struct sl_scratch *s, const struct sl_inflight *f, u64 bytes)
+static __always_inline bool sl_is_dns_port(u16 port)
+{
+	return port && bpf_map_lookup_elem(&sl_dns_ports, &port) != NULL;
+}
+
+/* Payload bytes to capture; DNS messages (UDP, or TCP to a DNS port) whole, up to SL_MAX_CAPTURE. */
+static __always_inline u32 sl_want(u64 bytes, const struct sl_event *ev)
 {
 	u32 want = sl_cfg.capture_bytes;
-	u32 got = 0;
+
+	if (ev->proto == SL_IPPROTO_UDP || (ev->type == SL_EV_DATA && sl_is_dns_port(ev->conn.dport)))
+		want = SL_MAX_CAPTURE;
 
 	if (want > SL_MAX_CAPTURE)
 		want = SL_MAX_CAPTURE;
-	if (bytes < want)
-		want = bytes;
-	if (want == 0)
-		return;
+	return bytes < want ? (u32)bytes : want;
+}
 
-	switch (f->sys) {
-	case SL_SYS_READ:
-	case SL_SYS_WRITE:
+/*
+ * Should this UDP syscall be traced? Connected sockets: by their remote port. Unconnected
+ * ones: sends by their destination (read now); receives are decided at exit, when the
+ * kernel has written the source address.
+ */
+static __always_inline bool sl_udp_wanted(struct sock *sk, u8 sys, struct pt_regs *regs)
+{
+	u16 rport = sl_sock_rport(sk);
+	struct {
+		u16 family;
+		u16 port_be;
+	} sa = {};
+	void *name = NULL;
+
+	if (rport)
+		return sl_is_dns_port(rport);
+	switch (sys) {
 	case SL_SYS_SENDTO:
-	case SL_SYS_RECVFROM:
-		if (bpf_probe_read_user(s->data, want & (SL_MAX_CAPTURE * 2 - 1), (void *)f->arg1) == 0)
-			got = want;
-		break;
-	case SL_SYS_READV:
-	case SL_SYS_WRITEV:
-		got = sl_copy_iov(s->data, (const struct iovec *)f->arg1, f->arg2, want);
+		name = (void *)BPF_CORE_READ(regs, r8);
 		break;
 	case SL_SYS_SENDMSG:
-	case SL_SYS_RECVMSG:
-	case SL_SYS_SENDMMSG:
-	case SL_SYS_RECVMMSG: {
-		/* for mmsg, arg1 points at mmsghdr[0], whose first member is the msghdr */
+	case SL_SYS_SENDMMSG: {
 		struct user_msghdr msg;
 
-		if (bpf_probe_read_user(&msg, sizeof(msg), (void *)f->arg1) == 0)
-			got = sl_copy_iov(s->data, msg.msg_iov, msg.msg_iovlen, want);
+		if (bpf_probe_read_user(&msg, sizeof(msg), (void *)BPF_CORE_READ(regs, si)))
+			return false;
+		name = msg.msg_name;
 		break;
 	}
+	case SL_SYS_RECVFROM:
+	case SL_SYS_RECVMSG:
+	case SL_SYS_RECVMMSG:
+		return true;
 	default:
-		break;
+		return false;
 	}
-	if (got == 0)
-		sl_count(SL_CNT_READ_FAIL);
+	if (!name || bpf_probe_read_user(&sa, sizeof(sa), name))
+		return false;
+	return sl_is_dns_port(__builtin_bswap16(sa.port_be));
+}
+
+/* One event for one message of sendmsg/recvmsg/sendmmsg/recvmmsg. */
+static __always_inline void sl_emit_msg(const struct sl_inflight *f, u64 pid_tgid, struct sock *sk,
+					const struct user_msghdr *msg, u64 bytes)
+{
+	struct sl_scratch *s = sl_scratch_get();
+	u32 want;
+
+	if (!s || bytes == 0)
+		return;
+	sl_fill_header(&s->ev, SL_EV_DATA, f->sys, pid_tgid, f->fd, sk, f->ts, (s64)bytes);
+	s->ev.proto = f->proto;
+	if (f->proto == SL_IPPROTO_UDP && s->ev.conn.dport == 0 &&
+	    !sl_is_dns_port(sl_read_peer_sockaddr(&s->ev.conn, msg->msg_name)))
+		return;
+	want = sl_want(bytes, &s->ev);
+	if (want) {
+		s->ev.cap_len = sl_copy_iov(s->data, msg->msg_iov, msg->msg_iovlen, want);
+		if (s->ev.cap_len == 0)
+			sl_count(SL_CNT_READ_FAIL);
+	}
+	sl_submit(s);
+}
+
+/* One event for read/write/readv/writev/sendto/recvfrom. */
+static __always_inline void sl_emit_buf(const struct sl_inflight *f, u64 pid_tgid, struct sock *sk, u64 bytes)
+{
+	struct sl_scratch *s = sl_scratch_get();
+	u32 want, got = 0;
+
+	if (!s)
+		return;
+	sl_fill_header(&s->ev, SL_EV_DATA, f->sys, pid_tgid, f->fd, sk, f->ts, (s64)bytes);
+	s->ev.proto = f->proto;
+	if (f->proto == SL_IPPROTO_UDP && s->ev.conn.dport == 0 &&
+	    !sl_is_dns_port(sl_read_peer_sockaddr(&s->ev.conn, (void *)f->arg5)))
+		return;
+	want = sl_want(bytes, &s->ev);
+	if (want) {
+		if (f->sys == SL_SYS_READV || f->sys == SL_SYS_WRITEV)
+			got = sl_copy_iov(s->data, (const struct iovec *)f->arg1, f->arg2, want);
+		else if (bpf_probe_read_user(s->data, want & (SL_MAX_CAPTURE * 2 - 1), (void *)f->arg1) == 0)
+			got = want;
+		if (got == 0)
+			sl_count(SL_CNT_READ_FAIL);
+	}
 	s->ev.cap_len = got;
+	sl_submit(s);
 }
 
 /*
@@ -373,15 +448,20 @@ static __always_inline int sl_enter(struct bpf_raw_tracepoint_args *ctx, u8 sys)
 	if (sys == SL_SYS_ACCEPT || sys == SL_SYS_ACCEPT4) {
 		/* the new socket is known at exit */
 	} else {
-		sk = sl_fd_to_tcp_sock(fd);
+		sk = sl_fd_to_inet_sock(fd, &f.proto);
 		if (!sk)
 			return 0;
-		if (sys == SL_SYS_CLOSE) {
+		if (f.proto == SL_IPPROTO_UDP) {
+			/* UDP: only DNS datagrams; no connection lifecycle */
+			if (sys == SL_SYS_CLOSE || sys == SL_SYS_CONNECT || !sl_udp_wanted(sk, sys, regs))
+				return 0;
+		} else if (sys == SL_SYS_CLOSE) {
 			struct sl_scratch *s;
 
 			if (!sl_sock_wanted(sk) || !(s = sl_scratch_get()))
 				return 0;
 			sl_fill_header(&s->ev, SL_EV_CLOSE, sys, pid_tgid, fd, sk, bpf_ktime_get_ns(), 0);
+			s->ev.proto = SL_IPPROTO_TCP;
 			sl_submit(s);
 			return 0;
 		}
@@ -395,6 +475,7 @@ static __always_inline int sl_enter(struct bpf_raw_tracepoint_args *ctx, u8 sys)
 	f.sys = sys;
 	f.arg1 = BPF_CORE_READ(regs, si);
 	f.arg2 = BPF_CORE_READ(regs, dx);
+	f.arg5 = BPF_CORE_READ(regs, r8);
 	if (bpf_map_update_elem(&sl_inflight, &pid_tgid, &f, BPF_ANY))
 		sl_count(SL_CNT_STASH_FULL);
 	return 0;
@@ -406,7 +487,6 @@ static __always_inline int sl_exit(s64 ret)
 	struct sl_inflight *fp, f;
 	struct sl_scratch *s;
 	struct sock *sk;
-	u64 bytes;
 
 	fp = bpf_map_lookup_elem(&sl_inflight, &pid_tgid);
 	if (!fp)
@@ -426,6 +506,7 @@ static __always_inline int sl_exit(s64 ret)
 		if (!(s = sl_scratch_get()))
 			return 0;
 		sl_fill_header(&s->ev, SL_EV_ACCEPT, f.sys, pid_tgid, (s32)ret, sk, f.ts, ret);
+		s->ev.proto = SL_IPPROTO_TCP;
 		sl_submit(s);
 		return 0;
 	case SL_SYS_CONNECT:
@@ -437,6 +518,7 @@ static __always_inline int sl_exit(s64 ret)
 		if (!(s = sl_scratch_get()))
 			return 0;
 		sl_fill_header(&s->ev, SL_EV_CONNECT, f.sys, pid_tgid, f.fd, sk, f.ts, ret);
+		s->ev.proto = SL_IPPROTO_TCP;
 		sl_submit(s);
 		return 0;
 	default:
@@ -445,26 +527,35 @@ static __always_inline int sl_exit(s64 ret)
 
 	if (ret <= 0)
 		return 0; /* EAGAIN, EOF, errors: nothing transferred */
-	bytes = ret;
-	if (f.sys == SL_SYS_SENDMMSG || f.sys == SL_SYS_RECVMMSG) {
-		/* ret counts messages; report the first one's bytes */
-		u32 len = 0;
-
-		if (ret > 1)
-			sl_count(SL_CNT_MMSG_PARTIAL);
-		bpf_probe_read_user(&len, sizeof(len), &((struct mmsghdr *)f.arg1)->msg_len);
-		bytes = len;
-		if (bytes == 0)
-			return 0;
-	}
-	s = sl_scratch_get();
-	if (!s)
-		return 0;
 	sk = (struct sock *)f.sk;
-	sl_fill_header(&s->ev, SL_EV_DATA, f.sys, pid_tgid, f.fd, sk, f.ts, (s64)bytes);
-	sl_capture(s, &f, bytes);
-	sl_submit(s);
-	return 0;
+	switch (f.sys) {
+	case SL_SYS_SENDMMSG:
+	case SL_SYS_RECVMMSG: {
+		/* ret counts messages: one event per message, up to SL_MAX_MMSG */
+		if (ret > SL_MAX_MMSG)
+			sl_count(SL_CNT_MMSG_PARTIAL);
+		for (int i = 0; i < SL_MAX_MMSG; i++) {
+			struct mmsghdr mh;
+
+			if (i >= ret || bpf_probe_read_user(&mh, sizeof(mh), &((struct mmsghdr *)f.arg1)[i]))
+				break;
+			sl_emit_msg(&f, pid_tgid, sk, &mh.msg_hdr, mh.msg_len);
+		}
+		return 0;
+	}
+	case SL_SYS_SENDMSG:
+	case SL_SYS_RECVMSG: {
+		struct user_msghdr mh = {};
+
+		if (bpf_probe_read_user(&mh, sizeof(mh), (void *)f.arg1))
+			sl_count(SL_CNT_READ_FAIL);
+		sl_emit_msg(&f, pid_tgid, sk, &mh, (u64)ret);
+		return 0;
+	}
+	default:
+		sl_emit_buf(&f, pid_tgid, sk, (u64)ret);
+		return 0;
+	}
 }
 
 SEC("raw_tp/sys_enter")

@@ -19,6 +19,7 @@ import { formatSpanLine, OtlpSink } from './otlp/sinks.js';
 import { bpfObjectPath } from './paths.js';
 import { MonotonicClock } from './receiver/clock.js';
 import { ConnectionTable } from './receiver/connections.js';
+import { DnsTracker } from './receiver/dns.js';
 import { decodeBatch, type DecodeStats, type KernelEvent } from './receiver/decode.js';
 import {
   BPF_NAMES,
@@ -86,6 +87,7 @@ export class Agent {
   private readonly config: Config;
   private readonly clock = new MonotonicClock();
   private readonly table: ConnectionTable;
+  private readonly dns: DnsTracker;
   private readonly processes: ProcessCache;
   private readonly pipeline: ExportPipeline | undefined;
   private readonly console: boolean;
@@ -93,6 +95,7 @@ export class Agent {
   private obj: NativeObject | undefined;
   private health: { address: string; close(): Promise<void> } | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
+  private dnsTimer: NodeJS.Timeout | undefined;
   private batches = 0;
   private ready = false;
   private stopped = false;
@@ -117,6 +120,7 @@ export class Agent {
       this.clock,
       (s) => this.onFinishedSpan(s),
     );
+    this.dns = new DnsTracker(config.dns, this.clock, this.table.traces, (s) => this.onFinishedSpan(s));
     const traces = config.export.traces;
     this.pipeline = traces
       ? new ExportPipeline(config.export.batch, new OtlpSink(traces), (m) => log.warn(m))
@@ -161,6 +165,7 @@ export class Agent {
       for (const id of cgroupExclude) obj.mapUpdate(BPF_NAMES.cgroupFilter, u64(id), Uint8Array.of(FILTER_EXCLUDE));
       for (const p of f.ports.include) obj.mapUpdate(BPF_NAMES.portFilter, u16(p), Uint8Array.of(FILTER_INCLUDE));
       for (const p of f.ports.exclude) obj.mapUpdate(BPF_NAMES.portFilter, u16(p), Uint8Array.of(FILTER_EXCLUDE));
+      for (const p of c.dns.ports) obj.mapUpdate(BPF_NAMES.dnsPorts, u16(p), Uint8Array.of(1));
       const st = obj.enableStats();
       if (!st.ok) log.warn(`bpf run-time stats unavailable (errno ${st.errno}); per-probe time will read 0`);
 
@@ -183,6 +188,8 @@ export class Agent {
     }
     this.sweepTimer = setInterval(() => this.table.sweep(), 30_000);
     this.sweepTimer.unref();
+    this.dnsTimer = setInterval(() => this.dns.sweep(), Math.min(1000, c.dns.timeoutMs));
+    this.dnsTimer.unref();
     this.ready = true;
     log.info(`attached ${this.attachResults.map((r) => r.name).join(', ')}; health on http://${this.health.address}`);
   }
@@ -190,12 +197,18 @@ export class Agent {
   private onBatch(batch: ArrayBuffer): void {
     this.batches++;
     try {
-      decodeBatch(batch, (ev) => (ev.type === EventType.Proc ? this.onProcess(ev) : this.table.onEvent(ev)), this.decodeStats);
+      decodeBatch(batch, (ev) => this.route(ev), this.decodeStats);
     } catch (e) {
       // a bug, not traffic: keep running, count it, say it
       this.decodeStats.malformed++;
       log.error(`batch processing failed: ${(e as Error).stack ?? String(e)}`);
     }
+  }
+
+  private route(ev: KernelEvent): void {
+    if (ev.type === EventType.Proc) this.onProcess(ev);
+    else if (this.dns.claims(ev)) this.dns.onEvent(ev);
+    else this.table.onEvent(ev);
   }
 
   /** The kernel's description of a process, sent on its first connect/accept. */
@@ -240,7 +253,8 @@ export class Agent {
       probes,
       batches: this.batches,
       decode: { ...this.decodeStats },
-      connections: { size: this.table.size, ...this.table.stats, http: { ...this.table.stats.http } },
+      connections: { size: this.table.size, ...this.table.stats, http: { ...this.table.stats.http }, trace: { ...this.table.stats.trace, ...this.table.traces.sizes } },
+      dns: { pending: this.dns.size, ...this.dns.stats },
       processes: { size: this.processes.size, ...this.processes.stats },
       export: this.pipeline ? { depth: this.pipeline.depth, ...this.pipeline.stats } : null,
     };
@@ -251,6 +265,7 @@ export class Agent {
     this.stopped = true;
     this.ready = false;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
+    if (this.dnsTimer) clearInterval(this.dnsTimer);
     this.obj?.stop();
     this.obj?.close();
     this.obj = undefined;

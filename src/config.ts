@@ -67,6 +67,16 @@ export interface HttpOptions {
   captureQuery: boolean;
 }
 
+/** DNS lookups. */
+export interface DnsOptions {
+  /** Resolver ports; UDP to them (and TCP connections to them) is parsed as DNS. Empty: DNS is not traced. */
+  ports: number[];
+  /** A query unanswered after this long ends with error.type timeout, ms; 100..600000. */
+  timeoutMs: number;
+  /** Queries waiting for an answer, node-wide; 16..1048576. */
+  maxPending: number;
+}
+
 /** Memory bounds of the agent tables. */
 export interface LimitsOptions {
   /** Connection table bound; 16..4194304. */
@@ -153,6 +163,8 @@ export interface Config {
   filter: FilterOptions;
   /** HTTP span content. */
   http: HttpOptions;
+  /** DNS lookups. */
+  dns: DnsOptions;
   /** Table bounds. */
   limits: LimitsOptions;
   /** OTLP export. */

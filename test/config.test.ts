@@ -25,6 +25,7 @@ const DEFAULTS: Config = {
     ports: { include: [], exclude: [] },
   },
   http: { captureQuery: false },
+  dns: { ports: [53], timeoutMs: 5000, maxPending: 16384 },
   limits: { connections: 65536, processes: 8192, pendingPerConnection: 64 },
   export: {
     endpoint: '',
@@ -64,7 +65,7 @@ test('loading config/default.yaml gives defaultConfig()', (t) => {
 
 test('keys come out in schema order whatever set them', (t) => {
   const c = loadConfig({ env: { SIDELIGHT_LOG_LEVEL: 'debug', OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4317' } });
-  t.deepEqual(Object.keys(c), ['capture', 'filter', 'http', 'limits', 'export', 'health', 'log']);
+  t.deepEqual(Object.keys(c), ['capture', 'filter', 'http', 'dns', 'limits', 'export', 'health', 'log']);
   t.deepEqual(Object.keys(c.export), Object.keys(DEFAULTS.export));
 });
 
@@ -104,6 +105,7 @@ const OVERRIDE: Config = {
     ports: { include: [80, 8080], exclude: [] },
   },
   http: { captureQuery: true },
+  dns: { ports: [53, 5353], timeoutMs: 2500, maxPending: 1000 },
   limits: { connections: 1024, processes: 512, pendingPerConnection: 8 },
   export: {
     endpoint: 'https://collector.example.com:4318/',
@@ -276,7 +278,7 @@ test('traces has no certificate key when none is configured', (t) => {
 
 const BAD_FILES: { file: string; key: string; message: (f: string) => string }[] = [
   { file: 'bad_unknown_key.yaml', key: 'capture.bites', message: (f) => `${f}: unknown key "capture.bites" (allowed: bytes, ringBufferBytes, wakeupBytes, pollIntervalMs, maxBatchBytes); did you mean "capture.bytes"?` },
-  { file: 'bad_unknown_top_key.yaml', key: 'exporter', message: (f) => `${f}: unknown key "exporter" (allowed: capture, filter, http, limits, export, health, log); did you mean "export"?` },
+  { file: 'bad_unknown_top_key.yaml', key: 'exporter', message: (f) => `${f}: unknown key "exporter" (allowed: capture, filter, http, dns, limits, export, health, log); did you mean "export"?` },
   { file: 'bad_capture_bytes.yaml', key: 'capture.bytes', message: (f) => `${f}: capture.bytes: 9999 is not allowed: must be an integer from 16 to 4096` },
   { file: 'bad_protocol.yaml', key: 'export.protocol', message: (f) => `${f}: export.protocol: "http" is not allowed: must be one of grpc, http/protobuf, http/json` },
   { file: 'bad_ring_not_pow2.yaml', key: 'capture.ringBufferBytes', message: (f) => `${f}: capture.ringBufferBytes: 100000 is not allowed: must be a power of two from 65536 to 1073741824 (nearest: 65536 or 131072)` },
@@ -301,7 +303,7 @@ const BAD_FILES: { file: string; key: string; message: (f: string) => string }[]
   { file: 'bad_console.yaml', key: 'export.console', message: (f) => `${f}: export.console: "stdout" is not allowed: must be one of auto, always, never` },
   { file: 'bad_compression.yaml', key: 'export.compression', message: (f) => `${f}: export.compression: "zstd" is not allowed: must be one of gzip, none` },
   { file: 'bad_section_not_mapping.yaml', key: 'capture', message: (f) => `${f}: capture: 512 is not allowed: must be a mapping with keys bytes, ringBufferBytes, wakeupBytes, pollIntervalMs, maxBatchBytes` },
-  { file: 'bad_top_level_list.yaml', key: '', message: (f) => `${f}: top level: ["capture","filter"] is not allowed: must be a mapping with keys capture, filter, http, limits, export, health, log` },
+  { file: 'bad_top_level_list.yaml', key: '', message: (f) => `${f}: top level: ["capture","filter"] is not allowed: must be a mapping with keys capture, filter, http, dns, limits, export, health, log` },
   { file: 'bad_header_name.yaml', key: 'export.headers["x api key"]', message: (f) => `${f}: export.headers["x api key"]: header name "x api key" is not allowed: must be an HTTP header name (letters, digits and !#$%&'*+-.^_\`|~)` },
   { file: 'bad_header_value_type.yaml', key: 'export.headers.authorization', message: (f) => `${f}: export.headers.authorization: number value (not shown: headers may carry credentials) is not allowed: must be a string` },
   { file: 'bad_resource_attribute_type.yaml', key: 'export.resourceAttributes["service.version"]', message: (f) => `${f}: export.resourceAttributes["service.version"]: 1.5 is not allowed: must be a string` },
@@ -448,7 +450,7 @@ test('header values never appear in error messages', (t) => {
 test('describeConfig of the defaults: one line per setting plus export.traces, no sources', (t) => {
   const text = describeConfig(defaultConfig());
   const lines = text.split('\n');
-  t.is(lines.length, 31); // 30 settings + the computed export.traces
+  t.is(lines.length, 34); // 33 settings + the computed export.traces
   t.is(lines[0], 'capture.bytes = 512');
   t.true(lines.includes('filter.cgroups.include = []'));
   t.true(lines.includes('export.headers = (none)'));

@@ -177,7 +177,7 @@ addonTest('layout() matches bpf/sidelight.h', (t) => {
   t.is(l.sl_conn.size, 48);
   t.is(l.sl_config.size, 16);
   t.deepEqual(l.sl_event.offsets, {
-    type: 0, direction: 1, syscall: 2, tgid: 4, tid: 8, fd: 12, sock: 16, cgroup_id: 24,
+    type: 0, direction: 1, syscall: 2, proto: 3, tgid: 4, tid: 8, fd: 12, sock: 16, cgroup_id: 24,
     ts_start: 32, ts_end: 40, ret: 48, cap_len: 56, comm: 64, conn: 80,
   });
   t.deepEqual(l.sl_conn.offsets, { saddr: 0, daddr: 16, sport: 32, dport: 34, family: 36, netns: 40 });

@@ -33,6 +33,7 @@ Napi::Value Layout(const Napi::CallbackInfo& info) {
   SL_OFFSET(ev, sl_event, type);
   SL_OFFSET(ev, sl_event, direction);
   SL_OFFSET(ev, sl_event, syscall);
+  SL_OFFSET(ev, sl_event, proto);
   SL_OFFSET(ev, sl_event, tgid);
   SL_OFFSET(ev, sl_event, tid);
   SL_OFFSET(ev, sl_event, fd);
@@ -66,6 +67,7 @@ Napi::Value Layout(const Napi::CallbackInfo& info) {
   SL_CONST(SL_MAX_CAPTURE);
   SL_CONST(SL_COMM_LEN);
   SL_CONST(SL_MAX_IOV);
+  SL_CONST(SL_MAX_MMSG);
   SL_CONST(SL_EV_DATA);
   SL_CONST(SL_EV_CONNECT);
   SL_CONST(SL_EV_ACCEPT);

@@ -24,6 +24,8 @@ export interface KernelEvent {
   type: number;
   direction: number;
   syscall: number;
+  /** IPPROTO_TCP (6) or IPPROTO_UDP (17) */
+  proto: number;
   tgid: number;
   tid: number;
   fd: number;
@@ -108,6 +110,7 @@ export function decodeEvent(bytes: Uint8Array, dv: DataView, off: number, len: n
     type,
     direction: dv.getUint8(off + EVENT.direction),
     syscall: dv.getUint8(off + EVENT.syscall),
+    proto: dv.getUint8(off + EVENT.proto),
     tgid: dv.getUint32(off + EVENT.tgid, true),
     tid: dv.getUint32(off + EVENT.tid, true),
     fd: dv.getInt32(off + EVENT.fd, true),

@@ -35,6 +35,7 @@ export const SL_MAX_CAPTURE = 4096;
 export const SL_COMM_LEN = 16;
 export const SL_EXE_LEN = 64;
 export const SL_MAX_IOV = 32;
+export const SL_MAX_MMSG = 4;
 
 /** struct sl_conn (48 bytes) */
 export const CONN = {
@@ -53,6 +54,7 @@ export const EVENT = {
   type: 0,
   direction: 1,
   syscall: 2,
+  proto: 3,
   tgid: 4,
   tid: 8,
   fd: 12,
@@ -113,4 +115,5 @@ export const BPF_NAMES = {
   pidFilter: 'sl_pid_filter',
   cgroupFilter: 'sl_cgroup_filter',
   portFilter: 'sl_port_filter',
+  dnsPorts: 'sl_dns_ports',
 } as const;

@@ -237,6 +237,30 @@ export class TraceRegistry {
     if (list.length === 0) this.active.delete(readTid);
   }
 
+  /**
+   * Work done by thread `tid` of `tgid` that is not an HTTP client request (a DNS lookup):
+   * the child of the server request active on that thread, under the same rules.
+   */
+  threadChild(tgid: number, tid: number): TraceCtx {
+    const ctx = new TraceCtx();
+    this.parentByThread(ctx, tgid, tid);
+    return ctx;
+  }
+
+  private parentByThread(ctx: TraceCtx, tgid: number, tid: number): void {
+    const list = this.active.get(tid);
+    if (!list || list.length === 0) return;
+    if (this.migrating.has(tgid) || this.opts.threadsUntrusted?.(tgid)) {
+      this.stats.untrustedThreads++;
+    } else if (list.length > 1) {
+      this.stats.ambiguous++;
+    } else {
+      ctx.parent = list[0];
+      ctx.source = 'thread';
+      this.stats.threadParented++;
+    }
+  }
+
   /** A client request started (its head was written by thread `tid` of `tgid`). */
   clientStart(t: Tuple, tgid: number, tid: number, outgoingTraceparent: string | undefined): TraceCtx {
     const ctx = new TraceCtx();
@@ -246,18 +270,7 @@ export class TraceRegistry {
       ctx.remote = tp;
       ctx.source = 'traceparent';
     } else {
-      const list = this.active.get(tid);
-      if (list && list.length > 0) {
-        if (this.migrating.has(tgid) || this.opts.threadsUntrusted?.(tgid)) {
-          this.stats.untrustedThreads++;
-        } else if (list.length > 1) {
-          this.stats.ambiguous++;
-        } else {
-          ctx.parent = list[0];
-          ctx.source = 'thread';
-          this.stats.threadParented++;
-        }
-      }
+      this.parentByThread(ctx, tgid, tid);
     }
     // the server end on this node may have been seen first; else wait for it
     const key = linkKey(t.localAddr, t.localPort, t.remoteAddr, t.remotePort, t.netns);

@@ -9,6 +9,7 @@ export interface FakeEvent {
   type?: number;
   direction?: number;
   syscall?: number;
+  proto?: number;
   tgid?: number;
   tid?: number;
   fd?: number;
@@ -34,6 +35,7 @@ export function encodeEvent(e: FakeEvent): Uint8Array {
   dv.setUint8(EVENT.type, e.type ?? EventType.Data);
   dv.setUint8(EVENT.direction, e.direction ?? Direction.Ingress);
   dv.setUint8(EVENT.syscall, e.syscall ?? 1);
+  dv.setUint8(EVENT.proto, e.proto ?? 6);
   dv.setUint32(EVENT.tgid, e.tgid ?? 100, true);
   dv.setUint32(EVENT.tid, e.tid ?? e.tgid ?? 100, true);
   dv.setInt32(EVENT.fd, e.fd ?? 5, true);

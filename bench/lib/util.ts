@@ -1,0 +1,162 @@
+/**
+ * util.ts (bench) — small helpers shared by the benchmark: child processes that are always
+ * cleaned up, /proc readers (CPU time, RSS), statistics, ports.
+ *
+ * Owns the set of children started through spawnTracked(); killAllTracked() (called on exit
+ * and on SIGINT/SIGTERM by bench.ts) signals only those, by pid. Single-threaded.
+ */
+import { spawn, execFileSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { performance } from 'node:perf_hooks';
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Wall-clock Unix time in nanoseconds, sub-millisecond resolution. */
+export function wallNs(): bigint {
+  return BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6));
+}
+
+const tracked = new Set<ChildProcess>();
+
+export interface Tracked {
+  child: ChildProcess;
+  pid: number;
+  /** last 64 KiB of stdout+stderr (unless stdio was redirected elsewhere) */
+  output(): string;
+  exited: Promise<number | null>;
+  /** SIGTERM, SIGKILL after graceMs; resolves the exit code */
+  stop(graceMs?: number): Promise<number | null>;
+}
+
+export function spawnTracked(cmd: string, args: string[], opts: SpawnOptions = {}): Tracked {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
+  tracked.add(child);
+  let out = '';
+  const keep = (d: Buffer): void => {
+    out = (out + d.toString()).slice(-65536);
+  };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  const exited = new Promise<number | null>((resolve) => {
+    child.once('exit', (code, sig) => {
+      tracked.delete(child);
+      resolve(code ?? (sig ? 128 : null));
+    });
+    child.once('error', (e) => {
+      tracked.delete(child);
+      out += `\nspawn error: ${e.message}`;
+      resolve(null);
+    });
+  });
+  const stop = async (graceMs = 10_000): Promise<number | null> => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    const t = setTimeout(() => child.kill('SIGKILL'), graceMs);
+    const code = await exited;
+    clearTimeout(t);
+    return code;
+  };
+  return { child, pid: child.pid ?? 0, output: () => out, exited, stop };
+}
+
+/** SIGKILL every child still running (exit path). */
+export function killAllTracked(): void {
+  for (const c of tracked) {
+    if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  }
+  tracked.clear();
+}
+
+/** Run to completion; resolve stdout, reject with the output on a non-zero exit. */
+export async function runToEnd(cmd: string, args: string[], opts: SpawnOptions = {}): Promise<string> {
+  const t = spawnTracked(cmd, args, opts);
+  let stdout = '';
+  t.child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
+  const code = await t.exited;
+  if (code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${code}:\n${t.output().slice(-4000)}`);
+  return stdout;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export async function waitForPort(port: number, timeoutMs = 15_000, alive: () => boolean = () => true): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const c = connect({ port, host: '127.0.0.1' }, () => {
+        c.destroy();
+        resolve(true);
+      });
+      c.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (!alive()) throw new Error(`process exited before listening on 127.0.0.1:${port}`);
+    if (Date.now() > end) throw new Error(`nothing listening on 127.0.0.1:${port} after ${timeoutMs} ms`);
+    await sleep(50);
+  }
+}
+
+let clkTck: number | undefined;
+function ticksPerSecond(): number {
+  if (clkTck === undefined) {
+    try {
+      clkTck = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+    } catch {
+      clkTck = 100;
+    }
+  }
+  return clkTck;
+}
+
+/** utime+stime of a whole process (all threads), in microseconds; 10 ms resolution (USER_HZ). */
+export function cpuMicros(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // fields after "(comm)": state=0 ... utime=11 stime=12 (stat(5) fields 14 and 15)
+  return ((Number(f[11]) + Number(f[12])) / ticksPerSecond()) * 1e6;
+}
+
+/** VmRSS and VmHWM of a process in bytes. */
+export function memory(pid: number): { rss: number; hwm: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0) * 1024;
+  return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
+}
+
+export function median(xs: number[]): number {
+  const v = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (v.length === 0) return NaN;
+  const m = Math.floor(v.length / 2);
+  return v.length % 2 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
+}
+
+/** Nearest-rank percentile (p in 0..1) of an unsorted array. */
+export function percentile(xs: number[], p: number): number {
+  if (xs.length === 0) return NaN;
+  const v = [...xs].sort((a, b) => a - b);
+  return v[Math.min(v.length - 1, Math.max(0, Math.ceil(p * v.length) - 1))]!;
+}
+
+export const MiB = 1024 * 1024;
+
+/** Round to n significant-ish decimals for JSON/markdown. */
+export function round(x: number, digits = 2): number {
+  if (!Number.isFinite(x)) return x;
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
+
+export function log(msg: string): void {
+  const t = new Date().toISOString().slice(11, 19);
+  process.stderr.write(`[bench ${t}] ${msg}\n`);
+}
