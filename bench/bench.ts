@@ -18,7 +18,7 @@
  * (killed by pid on exit or on SIGINT/SIGTERM).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { cpus, freemem, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -67,7 +67,7 @@ export const CONFIG = {
   microPipelineSeconds: SMOKE ? 0.3 : 2,
 };
 for (const [k, v] of Object.entries(CONFIG)) {
-  if (typeof v === 'number' && !(v > 0)) throw new Error(`--${k}: must be a positive number, got ${v}`);
+  if (typeof v === 'number' && !(v > 0) && k !== 'warmupSeconds') throw new Error(`--${k}: must be a positive number, got ${v}`);
 }
 const RATEGEN = join(opt.tools!, 'rategen');
 const SOCKPUMP = join(opt.tools!, 'sockpump');
@@ -321,7 +321,10 @@ async function runArm(o: RunOptions): Promise<ArmRun> {
 class FileWatcher {
   samples: { t: bigint; size: number }[] = [];
   private timer: NodeJS.Timeout | undefined;
-  constructor(private readonly path: string) {}
+  private readonly path: string;
+  constructor(path: string) {
+    this.path = path;
+  }
   size(): number {
     try {
       return statSync(this.path).size;
@@ -426,6 +429,8 @@ export interface Machine {
   wrk: string;
   collector: string;
   stealPercentDuringRun?: number;
+  /** CPU busy (all CPUs) over a moment before the benchmark starts: other people's work */
+  backgroundBusyPercent?: number;
   virtualization: string;
 }
 
@@ -451,6 +456,18 @@ function machine(): Machine {
 function cpuStat(): { steal: number; total: number } {
   const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
   return { steal: f[7] ?? 0, total: sum(f) };
+}
+
+/** Share of the machine's CPU busy over `ms` while the benchmark itself is idle (other users' work). */
+async function backgroundBusy(ms: number): Promise<number> {
+  const read = (): { idle: number; total: number } => {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+    return { idle: (f[3] ?? 0) + (f[4] ?? 0), total: sum(f) };
+  };
+  const a = read();
+  await sleep(ms);
+  const b = read();
+  return (1 - (b.idle - a.idle) / Math.max(1, b.total - a.total)) * 100;
 }
 
 function gitSha(): string {
@@ -673,6 +690,8 @@ async function main(): Promise<void> {
   mkdirSync(outDir, { recursive: true });
   log(`${SMOKE ? 'smoke' : 'full'} run → ${outDir} (work dir ${WORK})`);
   const mach = machine();
+  mach.backgroundBusyPercent = await backgroundBusy(SMOKE ? 500 : 2000);
+  if (mach.backgroundBusyPercent > 10) log(`warning: the machine is ${mach.backgroundBusyPercent.toFixed(0)}% busy before the benchmark starts (other work): expect noise`);
 
   origin = await startOrigin(join(WORK, 'origin'));
   proxy = await startProxy(join(WORK, 'proxy'), origin.port);
@@ -767,8 +786,8 @@ async function main(): Promise<void> {
   if (!SMOKE && resolve(outDir, '..') === resultsRoot) {
     const name = outDir.slice(resultsRoot.length + 1);
     const link = join(resultsRoot, 'latest');
-    rmSync(link, { force: true, recursive: false });
-    execFileSync('ln', ['-sfn', name, link]);
+    rmSync(link, { force: true });
+    symlinkSync(name, link);
     writeFileSync(join(resultsRoot, 'LATEST.md'), renderResults(results, `${name}/`));
   }
   log(`done in ${results.meta.wallSeconds.toFixed(0)} s: ${join(outDir, 'results.md')}`);

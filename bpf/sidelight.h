@@ -35,7 +35,7 @@ enum sl_event_type {
 	SL_EV_CONNECT = 2, /* connect() returned (ret 0, -EINPROGRESS or an error) */
 	SL_EV_ACCEPT = 3,  /* accept()/accept4() returned a new socket */
 	SL_EV_CLOSE = 4,   /* close() of a TCP socket fd */
-	SL_EV_PROC = 5,    /* first connect/accept of a process: payload = struct sl_proc_payload */
+	SL_EV_PROC = 5,    /* first connect/accept/DNS datagram of a process: exe name + environment prefix */
 };
 
 /*

@@ -389,6 +389,7 @@ static __always_inline void sl_emit_buf(const struct sl_inflight *f, u64 pid_tgi
 /*
  * Once per process (and again if its pid is reused): an SL_EV_PROC record with the
  * executable's name and a prefix of the environment, read now, while the process lives.
+ * Sent on a process's first TCP connect/accept or first DNS datagram.
  */
 static __always_inline void sl_describe_process(u64 pid_tgid)
 {
@@ -528,6 +529,9 @@ static __always_inline int sl_exit(s64 ret)
 	if (ret <= 0)
 		return 0; /* EAGAIN, EOF, errors: nothing transferred */
 	sk = (struct sock *)f.sk;
+	/* a process that only resolves names never connects over TCP: describe it here */
+	if (f.proto == SL_IPPROTO_UDP)
+		sl_describe_process(pid_tgid);
 	switch (f.sys) {
 	case SL_SYS_SENDMMSG:
 	case SL_SYS_RECVMMSG: {

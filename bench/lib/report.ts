@@ -33,7 +33,7 @@ interface KernelToJs {
   live?: Record<string, number>;
   error?: string;
 }
-type PipelineMicro = Record<string, Record<string, number | string>> & { error?: string };
+type PipelineMicro = { error?: string; variants: Record<string, Record<string, number>> };
 
 export function renderResults(r: Results, linkPrefix: string): string {
   const s = r.summary;
@@ -42,7 +42,8 @@ export function renderResults(r: Results, linkPrefix: string): string {
   const t10 = s.targets[0];
   const t20 = s.targets.at(-1);
   const k = r.micro.kernelToJs as KernelToJs;
-  const p = r.micro.pipeline as PipelineMicro;
+  const pm = r.micro.pipeline as Record<string, unknown>;
+  const p: PipelineMicro = typeof pm.error === 'string' ? { error: pm.error, variants: {} } : { variants: pm as Record<string, Record<string, number>> };
   const B = s.arms.B;
   const bT = s.agent.B.throughput;
   const bF = s.agent.B.fixed;
@@ -186,8 +187,8 @@ export function renderResults(r: Results, linkPrefix: string): string {
       protobuf: 'OTLP protobuf (ProtobufTraceSerializer), bytes discarded',
       'protobuf+gzip': 'OTLP protobuf + gzip, bytes discarded',
     };
-    for (const [key, v] of Object.entries(p)) {
-      L.push(`| ${label[key] ?? key} | ${f(v.spansPerSec as number)} | ${f(v.cpuUsPerSpan as number, 2)} | ${f(v.bytesPerSpan as number)} | ${f(v.droppedQueueFull as number)} |`);
+    for (const [key, v] of Object.entries(p.variants)) {
+      L.push(`| ${label[key] ?? key} | ${f(v.spansPerSec)} | ${f(v.cpuUsPerSpan, 2)} | ${f(v.bytesPerSpan)} | ${f(v.droppedQueueFull)} |`);
     }
   } else L.push(`Receiver → export: failed: ${p.error}`);
   L.push('');
@@ -272,6 +273,7 @@ export function renderMachine(r: Results): string {
 | wrk | ${m.wrk} |
 | Collector | ${m.collector} |
 | CPU steal during the rounds | ${m.stealPercentDuringRun !== undefined ? `${m.stealPercentDuringRun.toFixed(1)}%` : '–'} |
+| CPU busy just before the run (other work) | ${m.backgroundBusyPercent !== undefined ? `${m.backgroundBusyPercent.toFixed(1)}%` : '–'} |
 
 Everything ran on loopback on this one machine: load generator, nginx, the proxy, the agent and the Collector share the ${m.nproc} vCPUs.
 `;

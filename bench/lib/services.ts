@@ -9,7 +9,7 @@
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { freePort, sleep, spawnTracked, waitForPort, type Tracked } from './util.js';
+import { freePort, sleep, spawnTracked, trackPid, waitForPort, type Tracked } from './util.js';
 
 export const REPO = join(import.meta.dirname, '..', '..');
 
@@ -61,10 +61,12 @@ async function startNginxWith(dir: string, port: number, conf: string, accessLog
     await t.stop(1000);
     throw new Error(`nginx (${dir}) did not start: ${(e as Error).message}\n${t.output()}`);
   }
+  const workerPid = await workerOf(t.pid);
+  trackPid(workerPid, 'nginx');
   return {
     port,
     masterPid: t.pid,
-    workerPid: await workerOf(t.pid),
+    workerPid,
     accessLog,
     stop: async () => {
       await t.stop(5000);

@@ -59,12 +59,31 @@ export function spawnTracked(cmd: string, args: string[], opts: SpawnOptions = {
   return { child, pid: child.pid ?? 0, output: () => out, exited, stop };
 }
 
-/** SIGKILL every child still running (exit path). */
+/** Grandchildren we started indirectly (nginx workers): pid → the command name it must still have. */
+const trackedPids = new Map<number, string>();
+
+export function trackPid(pid: number, comm: string): void {
+  if (pid > 0) trackedPids.set(pid, comm);
+}
+
+/**
+ * SIGKILL every child still running, then the tracked grandchildren (exit path). nginx workers
+ * outlive a SIGKILLed master, hence the second list; a pid is signalled only while its
+ * /proc/<pid>/comm is still the one recorded (not a reused pid).
+ */
 export function killAllTracked(): void {
   for (const c of tracked) {
     if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   }
   tracked.clear();
+  for (const [pid, comm] of trackedPids) {
+    try {
+      if (readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === comm) process.kill(pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+  trackedPids.clear();
 }
 
 /** Run to completion; resolve stdout, reject with the output on a non-zero exit. */

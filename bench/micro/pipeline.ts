@@ -79,7 +79,9 @@ function trafficBatch(): ArrayBuffer {
 class Sink implements SpanSink {
   readonly name: string;
   bytes = 0;
-  constructor(private readonly mode: 'null' | 'protobuf' | 'protobuf+gzip') {
+  private readonly mode: 'null' | 'protobuf' | 'protobuf+gzip';
+  constructor(mode: 'null' | 'protobuf' | 'protobuf+gzip') {
+    this.mode = mode;
     this.name = mode;
   }
   async export(spans: ReadableSpan[]): Promise<ExportOutcome> {
