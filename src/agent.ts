@@ -14,6 +14,7 @@ import { startHealthServer } from './health.js';
 import { log } from './log.js';
 import { loadNative, wrapNative, type NativeObject } from './native.js';
 import { ensureIds } from './otlp/convert.js';
+import { createOtlpMetricExporter, MetricExportLoop, MetricStore, recordSpan } from './otlp/metrics.js';
 import { ExportPipeline } from './otlp/pipeline.js';
 import { formatSpanLine, OtlpSink } from './otlp/sinks.js';
 import { bpfObjectPath } from './paths.js';
@@ -91,6 +92,8 @@ export class Agent {
   private readonly processes: ProcessCache;
   private readonly pipeline: ExportPipeline | undefined;
   private readonly console: boolean;
+  private readonly metrics: MetricStore | undefined;
+  private readonly metricLoop: MetricExportLoop | undefined;
   private readonly decodeStats: DecodeStats = { records: 0, malformed: 0 };
   private obj: NativeObject | undefined;
   private health: { address: string; close(): Promise<void> } | undefined;
@@ -126,6 +129,15 @@ export class Agent {
       ? new ExportPipeline(config.export.batch, new OtlpSink(traces), (m) => log.warn(m))
       : undefined;
     this.console = config.export.console === 'always' || (config.export.console === 'auto' && !traces);
+    const m = config.export.metrics;
+    if (m) {
+      this.metrics = new MetricStore({
+        maxWorkloads: config.limits.processes,
+        maxSeries: config.export.maxSeries,
+        maxDnsNamesPerWorkload: config.dns.maxNamesPerWorkload,
+      });
+      this.metricLoop = new MetricExportLoop(this.metrics, createOtlpMetricExporter(m), config.export.metricsIntervalMs, (msg) => log.warn(msg));
+    }
   }
 
   get healthAddress(): string | undefined {
@@ -186,6 +198,7 @@ export class Agent {
       this.obj = undefined;
       throw e;
     }
+    this.metricLoop?.start();
     this.sweepTimer = setInterval(() => this.table.sweep(), 30_000);
     this.sweepTimer.unref();
     this.dnsTimer = setInterval(() => this.dns.sweep(), Math.min(1000, c.dns.timeoutMs));
@@ -227,6 +240,7 @@ export class Agent {
       process.stdout.write(`${formatSpanLine(s, name)}\n`);
     }
     this.pipeline?.push(s, resource);
+    if (this.metrics) recordSpan(this.metrics, s, resource);
     this.onSpan?.(s, resource);
   }
 
@@ -257,6 +271,7 @@ export class Agent {
       dns: { pending: this.dns.size, ...this.dns.stats },
       processes: { size: this.processes.size, ...this.processes.stats },
       export: this.pipeline ? { depth: this.pipeline.depth, ...this.pipeline.stats } : null,
+      metrics: this.metrics ? { workloads: this.metrics.workloadCount, ...this.metrics.stats, ...this.metricLoop?.stats } : null,
     };
   }
 
@@ -270,6 +285,7 @@ export class Agent {
     this.obj?.close();
     this.obj = undefined;
     await this.pipeline?.shutdown(deadlineMs);
+    await this.metricLoop?.shutdown(deadlineMs);
     await this.health?.close();
   }
 }

@@ -75,6 +75,8 @@ export interface DnsOptions {
   timeoutMs: number;
   /** Queries waiting for an answer, node-wide; 16..1048576. */
   maxPending: number;
+  /** Distinct dns.question.name values per workload in dns.lookup.duration; more are recorded as _OTHER. */
+  maxNamesPerWorkload: number;
 }
 
 /** Memory bounds of the agent tables. */
@@ -121,6 +123,8 @@ export interface ExportOptions {
   endpoint: string;
   /** OTLP traces endpoint URL, used as-is; wins over endpoint. */
   tracesEndpoint: string;
+  /** OTLP metrics endpoint URL, used as-is; wins over endpoint. */
+  metricsEndpoint: string;
   /** OTLP transport. */
   protocol: ExportProtocol;
   /** Extra request headers, name to value. Values are credentials: never log them. */
@@ -137,10 +141,16 @@ export interface ExportOptions {
   console: ConsoleMode;
   /** Batch span processor. */
   batch: BatchOptions;
+  /** Metric export interval, ms; 100..3600000. */
+  metricsIntervalMs: number;
+  /** Attribute sets kept per metric and workload; past it: one overflow series. */
+  maxSeries: number;
   /** Extra resource attributes on every span (OTEL_RESOURCE_ATTRIBUTES merged over them). */
   resourceAttributes: Record<string, string>;
   /** Computed: where and how traces are exported; null when there is no endpoint or OTEL_SDK_DISABLED=true. */
   traces: TracesExport | null;
+  /** Computed: where and how metrics are exported (same transport settings); null like traces. */
+  metrics: TracesExport | null;
 }
 
 /** Health check server. */
@@ -347,6 +357,8 @@ function editDistance(a: string, b: string): number {
 const ENV_SCALARS: readonly { name: string; key: readonly string[] }[] = [
   { name: 'OTEL_EXPORTER_OTLP_ENDPOINT', key: ['export', 'endpoint'] },
   { name: 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', key: ['export', 'tracesEndpoint'] },
+  { name: 'OTEL_EXPORTER_OTLP_METRICS_ENDPOINT', key: ['export', 'metricsEndpoint'] },
+  { name: 'OTEL_METRIC_EXPORT_INTERVAL', key: ['export', 'metricsIntervalMs'] },
   { name: 'OTEL_EXPORTER_OTLP_PROTOCOL', key: ['export', 'protocol'] },
   { name: 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL', key: ['export', 'protocol'] },
   { name: 'OTEL_EXPORTER_OTLP_TIMEOUT', key: ['export', 'timeoutMs'] },
@@ -647,7 +659,7 @@ function checkSemantics(ld: Loader, c: Obj): void {
     }
   }
 
-  for (const name of ['endpoint', 'tracesEndpoint']) {
+  for (const name of ['endpoint', 'tracesEndpoint', 'metricsEndpoint']) {
     const segs = ['export', name];
     const v = at(segs);
     if (!ok(segs) || typeof v !== 'string' || v === '') continue;
@@ -688,18 +700,19 @@ function checkSemantics(ld: Loader, c: Obj): void {
   if (ok(health) && typeof addr === 'string' && parseHostPort(addr) === null) report(ld, health, addr, HOST_PORT_ALLOWED);
 }
 
-/** OTLP spec: per-signal endpoint as-is; base endpoint as-is for gRPC, + /v1/traces for HTTP. */
-function tracesUrl(e: ExportOptions): string {
-  if (e.tracesEndpoint !== '') return e.tracesEndpoint;
+/** OTLP spec: per-signal endpoint as-is; base endpoint as-is for gRPC, + /v1/<signal> for HTTP. */
+function signalUrl(e: ExportOptions, signal: 'traces' | 'metrics'): string {
+  const own = signal === 'traces' ? e.tracesEndpoint : e.metricsEndpoint;
+  if (own !== '') return own;
   if (e.endpoint === '') return '';
   if (e.protocol === 'grpc') return e.endpoint;
   const url = new URL(e.endpoint);
-  url.pathname = `${url.pathname.replace(/\/+$/, '')}/v1/traces`;
+  url.pathname = `${url.pathname.replace(/\/+$/, '')}/v1/${signal}`;
   return url.href;
 }
 
-function computeTraces(e: ExportOptions, sdkDisabled: boolean): TracesExport | null {
-  const url = tracesUrl(e);
+function computeTraces(e: ExportOptions, sdkDisabled: boolean, signal: 'traces' | 'metrics' = 'traces'): TracesExport | null {
+  const url = signalUrl(e, signal);
   if (sdkDisabled || url === '') return null;
   return {
     url,
@@ -749,6 +762,7 @@ export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv } = {}
 
   const config = canonical(raw, root) as Config;
   config.export.traces = computeTraces(config.export, sdkDisabled);
+  config.export.metrics = computeTraces(config.export, sdkDisabled, 'metrics');
   provenance.set(config, { sourceOf: (segs) => sourceOf(ld, segs), sdkDisabled });
   return config;
 }
@@ -789,7 +803,7 @@ export function describeConfig(c: Config): string {
   const lines: string[] = [];
   const walk = (value: unknown, segs: Seg[]): void => {
     const key = keyOf(segs);
-    if (key === 'export.traces') return;
+    if (key === 'export.traces' || key === 'export.metrics') return;
     if (key === 'export.headers' && isObj(value)) {
       const names = Object.keys(value).map((n) => `${n}${from([...segs, n]).replace('  (', ' (')}`);
       lines.push(`${key} = ${names.length > 0 ? `${names.join(', ')} (values hidden)` : '(none)'}`);
@@ -804,15 +818,17 @@ export function describeConfig(c: Config): string {
       for (const [k, v] of Object.entries(value)) walk(v, [...segs, k]);
       return;
     }
-    const shown = typeof value === 'string' && /^export\.(endpoint|tracesEndpoint)$/.test(key) ? JSON.stringify(redactUrl(value)) : JSON.stringify(value);
+    const shown = typeof value === 'string' && /^export\.(endpoint|tracesEndpoint|metricsEndpoint)$/.test(key) ? JSON.stringify(redactUrl(value)) : JSON.stringify(value);
     lines.push(`${key} = ${shown}${from(segs)}`);
   };
   walk(c, []);
-  const t = c.export.traces;
-  lines.push(
-    t
-      ? `export.traces = ${t.protocol} ${redactUrl(t.url)} (timeout ${t.timeoutMs} ms, compression ${t.compression}, insecure ${t.insecure}, ${t.certificate ? `CA ${t.certificate}` : 'system CAs'}, ${Object.keys(t.headers).length} header(s))`
-      : `export.traces = off (${prov?.sdkDisabled ? 'OTEL_SDK_DISABLED=true' : 'no endpoint'})`,
-  );
+  for (const signal of ['traces', 'metrics'] as const) {
+    const t = c.export[signal];
+    lines.push(
+      t
+        ? `export.${signal} = ${t.protocol} ${redactUrl(t.url)} (timeout ${t.timeoutMs} ms, compression ${t.compression}, insecure ${t.insecure}, ${t.certificate ? `CA ${t.certificate}` : 'system CAs'}, ${Object.keys(t.headers).length} header(s))`
+        : `export.${signal} = off (${prov?.sdkDisabled ? 'OTEL_SDK_DISABLED=true' : 'no endpoint'})`,
+    );
+  }
   return lines.join('\n');
 }

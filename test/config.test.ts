@@ -25,11 +25,12 @@ const DEFAULTS: Config = {
     ports: { include: [], exclude: [] },
   },
   http: { captureQuery: false },
-  dns: { ports: [53], timeoutMs: 5000, maxPending: 16384 },
+  dns: { ports: [53], timeoutMs: 5000, maxPending: 16384, maxNamesPerWorkload: 100 },
   limits: { connections: 65536, processes: 8192, pendingPerConnection: 64 },
   export: {
     endpoint: '',
     tracesEndpoint: '',
+    metricsEndpoint: '',
     protocol: 'grpc',
     headers: {},
     timeoutMs: 10000,
@@ -38,8 +39,11 @@ const DEFAULTS: Config = {
     certificate: '',
     console: 'auto',
     batch: { maxSpans: 512, delayMs: 1000, queueSpans: 8192 },
+    metricsIntervalMs: 60000,
+    maxSeries: 2000,
     resourceAttributes: {},
     traces: null,
+    metrics: null,
   },
   health: { address: '127.0.0.1:13133' },
   log: { level: 'info' },
@@ -52,10 +56,11 @@ test('defaultConfig() is exactly the documented defaults', (t) => {
   t.deepEqual(defaultConfig(), DEFAULTS);
 });
 
-test('config/default.yaml parses to exactly defaultConfig() (minus the computed export.traces)', (t) => {
+test('config/default.yaml parses to exactly defaultConfig() (minus the computed export.traces and export.metrics)', (t) => {
   const fromYaml = parse(readFileSync(repo('config/default.yaml'), 'utf8')) as unknown;
-  const { traces, ...exportKeys } = defaultConfig().export;
+  const { traces, metrics, ...exportKeys } = defaultConfig().export;
   t.is(traces, null);
+  t.is(metrics, null);
   t.deepEqual(fromYaml, { ...defaultConfig(), export: exportKeys });
 });
 
@@ -105,11 +110,12 @@ const OVERRIDE: Config = {
     ports: { include: [80, 8080], exclude: [] },
   },
   http: { captureQuery: true },
-  dns: { ports: [53, 5353], timeoutMs: 2500, maxPending: 1000 },
+  dns: { ports: [53, 5353], timeoutMs: 2500, maxPending: 1000, maxNamesPerWorkload: 10 },
   limits: { connections: 1024, processes: 512, pendingPerConnection: 8 },
   export: {
     endpoint: 'https://collector.example.com:4318/',
     tracesEndpoint: '',
+    metricsEndpoint: 'https://metrics.example.com/custom',
     protocol: 'http/protobuf',
     headers: { Authorization: 'Bearer file-token', 'x-tenant': 'team-a' },
     timeoutMs: 5000,
@@ -118,9 +124,20 @@ const OVERRIDE: Config = {
     certificate: '/etc/sidelight/ca.pem',
     console: 'never',
     batch: { maxSpans: 256, delayMs: 500, queueSpans: 4096 },
+    metricsIntervalMs: 15000,
+    maxSeries: 500,
     resourceAttributes: { 'deployment.environment.name': 'staging', 'k8s.cluster.name': 'blue' },
     traces: {
       url: 'https://collector.example.com:4318/v1/traces',
+      protocol: 'http/protobuf',
+      headers: { Authorization: 'Bearer file-token', 'x-tenant': 'team-a' },
+      timeoutMs: 5000,
+      compression: 'none',
+      insecure: true,
+      certificate: '/etc/sidelight/ca.pem',
+    },
+    metrics: {
+      url: 'https://metrics.example.com/custom',
       protocol: 'http/protobuf',
       headers: { Authorization: 'Bearer file-token', 'x-tenant': 'team-a' },
       timeoutMs: 5000,
@@ -155,6 +172,8 @@ interface EnvRow {
 const ENV_ROWS: EnvRow[] = [
   { name: 'OTEL_EXPORTER_OTLP_ENDPOINT', value: 'http://env-collector:4318', get: (c) => [c.export.endpoint, c.export.traces?.url], want: ['http://env-collector:4318', 'http://env-collector:4318/v1/traces'] },
   { name: 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', value: 'http://env-collector:4318/custom', get: (c) => [c.export.tracesEndpoint, c.export.traces?.url], want: ['http://env-collector:4318/custom', 'http://env-collector:4318/custom'] },
+  { name: 'OTEL_EXPORTER_OTLP_METRICS_ENDPOINT', value: 'http://env-collector:4318/m', get: (c) => [c.export.metricsEndpoint, c.export.metrics?.url, c.export.traces?.url], want: ['http://env-collector:4318/m', 'http://env-collector:4318/m', 'https://collector.example.com:4318/v1/traces'] },
+  { name: 'OTEL_METRIC_EXPORT_INTERVAL', value: '5000', get: (c) => c.export.metricsIntervalMs, want: 5000 },
   { name: 'OTEL_EXPORTER_OTLP_PROTOCOL', value: 'grpc', get: (c) => [c.export.protocol, c.export.traces?.url], want: ['grpc', 'https://collector.example.com:4318/'] },
   { name: 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL', value: 'http/json', get: (c) => [c.export.protocol, c.export.traces?.protocol], want: ['http/json', 'http/json'] },
   { name: 'OTEL_EXPORTER_OTLP_HEADERS', value: 'x-env=1, x-tenant = team%20b ', get: (c) => c.export.traces?.headers, want: { Authorization: 'Bearer file-token', 'x-tenant': 'team b', 'x-env': '1' } },
@@ -223,7 +242,7 @@ test('empty and blank environment variables are ignored', (t) => {
 });
 
 test('unrelated environment variables are ignored', (t) => {
-  t.deepEqual(loadConfig({ env: { OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: 'nonsense', SIDELIGHT_NOPE: 'x', PATH: '/bin' } }), DEFAULTS);
+  t.deepEqual(loadConfig({ env: { OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: 'nonsense', SIDELIGHT_NOPE: 'x', PATH: '/bin' } }), DEFAULTS);
 });
 
 test('OTEL_SDK_DISABLED=false (any case) keeps export on', (t) => {
@@ -450,12 +469,13 @@ test('header values never appear in error messages', (t) => {
 test('describeConfig of the defaults: one line per setting plus export.traces, no sources', (t) => {
   const text = describeConfig(defaultConfig());
   const lines = text.split('\n');
-  t.is(lines.length, 34); // 33 settings + the computed export.traces
+  t.is(lines.length, 39); // 37 settings + the computed export.traces and export.metrics
   t.is(lines[0], 'capture.bytes = 512');
   t.true(lines.includes('filter.cgroups.include = []'));
   t.true(lines.includes('export.headers = (none)'));
   t.true(lines.includes('health.address = "127.0.0.1:13133"'));
-  t.is(lines.at(-1), 'export.traces = off (no endpoint)');
+  t.is(lines.at(-2), 'export.traces = off (no endpoint)');
+  t.is(lines.at(-1), 'export.metrics = off (no endpoint)');
   t.false(text.includes('(from '));
 });
 
@@ -475,12 +495,13 @@ test('describeConfig never prints header values, only names; masks URL credentia
   t.true(lines.includes('export.tracesEndpoint = "https://***:***@otlp.example.com/v1/traces?token=***"  (from OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)'));
   t.true(lines.includes(`capture.bytes = 1024  (from ${f})`));
   t.true(lines.includes(`export.resourceAttributes = deployment.environment.name="staging" (from ${f}), k8s.cluster.name="blue" (from ${f})`));
-  t.is(lines.at(-1), 'export.traces = http/protobuf https://***:***@otlp.example.com/v1/traces?token=*** (timeout 5000 ms, compression none, insecure true, CA /etc/sidelight/ca.pem, 3 header(s))');
+  t.is(lines.at(-2), 'export.traces = http/protobuf https://***:***@otlp.example.com/v1/traces?token=*** (timeout 5000 ms, compression none, insecure true, CA /etc/sidelight/ca.pem, 3 header(s))');
+  t.is(lines.at(-1), 'export.metrics = http/protobuf https://metrics.example.com/custom (timeout 5000 ms, compression none, insecure true, CA /etc/sidelight/ca.pem, 3 header(s))');
 });
 
 test('describeConfig says why export is off when OTEL_SDK_DISABLED=true', (t) => {
   const c = loadConfig({ env: { OTEL_SDK_DISABLED: 'true', OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4317' } });
-  t.is(describeConfig(c).split('\n').at(-1), 'export.traces = off (OTEL_SDK_DISABLED=true)');
+  t.deepEqual(describeConfig(c).split('\n').slice(-2), ['export.traces = off (OTEL_SDK_DISABLED=true)', 'export.metrics = off (OTEL_SDK_DISABLED=true)']);
 });
 
 // ---------------------------------------------------------------------------

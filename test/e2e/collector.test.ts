@@ -3,13 +3,15 @@
  * `bin/sidelight run` exports over OTLP gRPC, HTTP/protobuf and HTTP/JSON, selected by the
  * standard OTEL_EXPORTER_OTLP_* variables; assertions on what the Collector wrote.
  */
-import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import test from 'ava';
-import { collectorBinary, startCollector, type CollectorSpan } from '../helpers/collector.js';
+import { collectorBinary, startCollector, type CollectorHistogramPoint, type CollectorSpan } from '../helpers/collector.js';
 import { startAgentProcess } from '../helpers/agentproc.js';
 import { kernelUnavailable, need } from '../helpers/kernel.js';
-import { curl, startPythonServer } from '../helpers/servers.js';
+import { curl, freePort, startPythonServer } from '../helpers/servers.js';
 
 const unavailable = kernelUnavailable() ?? (collectorBinary() ? undefined : 'collector not built (bash scripts/collector.sh)');
 
@@ -129,4 +131,55 @@ test.serial('with no endpoint, run prints one readable line per span', async (t)
     await srv.stop();
   }
   t.is(code, 0);
+});
+
+test.serial('request metrics reach the real Collector per workload: HTTP server/client and dns.lookup.duration', async (t) => {
+  if (!need(t, unavailable)) return;
+  const collector = await startCollector();
+  const srv = await startPythonServer();
+  const dnsPort = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'sl-metrics-'));
+  const cfg = join(dir, 'sidelight.yaml');
+  writeFileSync(cfg, `dns:\n  ports: [53, ${dnsPort}]\n`);
+  const dnsmasq = spawn('dnsmasq', ['--no-daemon', `--port=${dnsPort}`, '--listen-address=127.0.0.1', '--bind-interfaces', '--no-resolv', '--no-hosts', `--pid-file=${dir}/d.pid`, '--user=root', '--host-record=m.sl.test,10.9.9.9', '--local=/sl.test/'], { stdio: 'ignore' });
+  const agent = await startAgentProcess(
+    { OTEL_EXPORTER_OTLP_ENDPOINT: collector.httpEndpoint, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf', OTEL_METRIC_EXPORT_INTERVAL: '500' },
+    ['--config', cfg],
+  );
+  let got: CollectorHistogramPoint[] = [];
+  try {
+    await curl([`http://127.0.0.1:${srv.port}/hello.txt`]);
+    await curl([`http://127.0.0.1:${srv.port}/missing`]).catch(() => '');
+    for (let i = 0; i < 20; i++) {
+      if (execFileSync('dig', ['@127.0.0.1', '-p', String(dnsPort), '+short', '+time=1', '+tries=1', 'm.sl.test'], { encoding: 'utf8' }).trim() === '10.9.9.9') break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const has = (m: CollectorHistogramPoint[], name: string, pred: (p: CollectorHistogramPoint) => boolean = () => true) => m.some((p) => p.name === name && pred(p));
+    got = await collector.waitForMetrics(
+      (m) =>
+        has(m, 'http.server.request.duration', (p) => p.attributes['http.response.status_code'] === 404) &&
+        has(m, 'http.client.request.duration') &&
+        has(m, 'dns.lookup.duration', (p) => p.attributes['dns.question.name'] === 'm.sl.test'),
+      20_000,
+    );
+  } finally {
+    await agent.stop();
+    dnsmasq.kill('SIGKILL');
+    await srv.stop();
+    await collector.stop();
+  }
+  const last = (name: string, pred: (p: CollectorHistogramPoint) => boolean) => got.filter((p) => p.name === name && pred(p)).at(-1)!;
+  const ok = last('http.server.request.duration', (p) => p.attributes['http.response.status_code'] === 200 && String(p.resource['service.name']).startsWith('python3'));
+  t.is(ok.unit, 's');
+  t.is(ok.count, 1);
+  t.deepEqual(ok.explicitBounds, [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]);
+  t.deepEqual(ok.attributes, { 'http.request.method': 'GET', 'http.response.status_code': 200, 'url.scheme': 'http', 'network.protocol.version': '1.1' });
+  t.is(ok.resource['telemetry.distro.name'], 'sidelight');
+  const client = last('http.client.request.duration', (p) => p.resource['service.name'] === 'curl' && p.attributes['http.response.status_code'] === 404);
+  t.is(client.attributes['error.type'], '404');
+  t.is(client.attributes['server.port'], srv.port);
+  const dns = last('dns.lookup.duration', (p) => p.attributes['dns.question.name'] === 'm.sl.test');
+  t.is(dns.resource['service.name'], 'dig');
+  t.is(dns.count, 1);
+  t.true(dns.sum > 0 && dns.sum < 1);
 });

@@ -39,6 +39,18 @@ export interface CollectorSpan {
   status: { code?: number; message?: string };
 }
 
+/** One histogram data point as the Collector wrote it (OTLP JSON, flattened). */
+export interface CollectorHistogramPoint {
+  name: string;
+  unit: string;
+  resource: Record<string, unknown>;
+  attributes: Record<string, unknown>;
+  count: number;
+  sum: number;
+  bucketCounts: number[];
+  explicitBounds: number[];
+}
+
 export interface RunningCollector {
   /** OTLP/gRPC endpoint, `http://127.0.0.1:PORT` (plaintext). */
   grpcEndpoint: string;
@@ -48,6 +60,10 @@ export interface RunningCollector {
   spans(): Promise<CollectorSpan[]>;
   /** Polls spans() until pred holds; rejects after timeoutMs (default 10 s) or if the collector dies. */
   waitForSpans(pred: (s: CollectorSpan[]) => boolean, timeoutMs?: number): Promise<CollectorSpan[]>;
+  /** Every histogram data point written so far (one entry per point per export). */
+  metrics(): Promise<CollectorHistogramPoint[]>;
+  /** Polls metrics() until pred holds. */
+  waitForMetrics(pred: (m: CollectorHistogramPoint[]) => boolean, timeoutMs?: number): Promise<CollectorHistogramPoint[]>;
   /** Terminates the collector and removes its temp dir. Idempotent. */
   stop(): Promise<void>;
 }
@@ -119,6 +135,7 @@ async function startOnce(binary: string, timeoutMs: number): Promise<RunningColl
   const [grpcPort, httpPort] = (await freePorts(2)) as [number, number];
   const dir = await mkdtemp(path.join(os.tmpdir(), 'sidelight-otelcol-'));
   const spansFile = path.join(dir, 'spans.jsonl');
+  const metricsFile = path.join(dir, 'metrics.jsonl');
   const configFile = path.join(dir, 'config.yaml');
   const config = {
     receivers: {
@@ -132,13 +149,17 @@ async function startOnce(binary: string, timeoutMs: number): Promise<RunningColl
     exporters: {
       // No batch processor: spans reach the file as soon as they are received.
       file: { path: spansFile, format: 'json', flush_interval: '100ms' },
+      'file/metrics': { path: metricsFile, format: 'json', flush_interval: '100ms' },
       debug: { verbosity: 'basic' },
     },
     service: {
       // The collector's own metrics would otherwise listen on a fixed port (8888), which
       // collides between collectors running side by side.
       telemetry: { metrics: { level: 'none' }, logs: { level: 'info' } },
-      pipelines: { traces: { receivers: ['otlp'], exporters: ['file', 'debug'] } },
+      pipelines: {
+        traces: { receivers: ['otlp'], exporters: ['file', 'debug'] },
+        metrics: { receivers: ['otlp'], exporters: ['file/metrics'] },
+      },
     },
   };
   await writeFile(configFile, stringify(config));
@@ -235,11 +256,38 @@ async function startOnce(binary: string, timeoutMs: number): Promise<RunningColl
     }
   };
 
+  const metrics = async (): Promise<CollectorHistogramPoint[]> => {
+    let text: string;
+    try {
+      text = await readFile(metricsFile, 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw e;
+    }
+    const complete = text.slice(0, text.lastIndexOf('\n') + 1);
+    const out: CollectorHistogramPoint[] = [];
+    for (const line of complete.split('\n')) if (line.trim() !== '') out.push(...flattenHistograms(JSON.parse(line) as OtlpMetricsJson));
+    return out;
+  };
+
+  const waitForMetrics = async (pred: (m: CollectorHistogramPoint[]) => boolean, waitMs = 10_000): Promise<CollectorHistogramPoint[]> => {
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      const got = await metrics();
+      if (pred(got)) return got;
+      if (!isRunning()) throw new Error(`otelcol ${describeExit()} while waiting for metrics; its output:\n${output}`);
+      if (Date.now() > deadline) throw new Error(`waitForMetrics: condition not met within ${waitMs} ms; got ${JSON.stringify([...new Set(got.map((m) => m.name))])}`);
+      await sleep(POLL_MS * 2);
+    }
+  };
+
   return {
     grpcEndpoint: `http://127.0.0.1:${grpcPort}`,
     httpEndpoint: `http://127.0.0.1:${httpPort}`,
     spans,
     waitForSpans,
+    metrics,
+    waitForMetrics,
     stop,
   };
 }
@@ -336,6 +384,44 @@ export function flattenTraces(req: OtlpTracesJson): CollectorSpan[] {
           resource: { ...resource },
           status,
         });
+      }
+    }
+  }
+  return out;
+}
+
+interface OtlpMetricsJson {
+  resourceMetrics?: Array<{
+    resource?: { attributes?: OtlpKeyValue[] };
+    scopeMetrics?: Array<{
+      metrics?: Array<{
+        name: string;
+        unit?: string;
+        histogram?: { dataPoints?: Array<{ attributes?: OtlpKeyValue[]; count?: string | number; sum?: number; bucketCounts?: Array<string | number>; explicitBounds?: number[] }> };
+      }>;
+    }>;
+  }>;
+}
+
+/** Histogram points of one OTLP JSON metrics request. */
+export function flattenHistograms(req: OtlpMetricsJson): CollectorHistogramPoint[] {
+  const out: CollectorHistogramPoint[] = [];
+  for (const rm of req.resourceMetrics ?? []) {
+    const resource = attributesToObject(rm.resource?.attributes);
+    for (const sm of rm.scopeMetrics ?? []) {
+      for (const m of sm.metrics ?? []) {
+        for (const p of m.histogram?.dataPoints ?? []) {
+          out.push({
+            name: m.name,
+            unit: m.unit ?? '',
+            resource,
+            attributes: attributesToObject(p.attributes),
+            count: Number(p.count ?? 0),
+            sum: p.sum ?? 0,
+            bucketCounts: (p.bucketCounts ?? []).map(Number),
+            explicitBounds: p.explicitBounds ?? [],
+          });
+        }
       }
     }
   }

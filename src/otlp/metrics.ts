@@ -1,0 +1,300 @@
+/**
+ * metrics.ts — request metrics per workload: http.server.request.duration,
+ * http.client.request.duration and dns.lookup.duration (histograms in seconds, semconv
+ * buckets), recorded from finished spans, aggregated cumulatively per (workload Resource,
+ * instrument, attribute set), and exported periodically as OTLP through the OpenTelemetry
+ * JS metric exporters.
+ *
+ * Why not the SDK's MeterProvider: it carries one Resource per provider, and every
+ * workload on the node needs its own. The aggregation is a few lines; encoding and
+ * transport stay with the SDK exporters.
+ *
+ * Bounds, all counted: workloads (oldest idle evicted), series per instrument and workload
+ * (past it, values go to one series with otel.metric.overflow=true, as the SDK does),
+ * distinct dns.question.name values per workload (past it, recorded as `_OTHER`).
+ * Single-threaded; the export timer is unref'd; shutdown() flushes once.
+ */
+import { ValueType, type Attributes, type HrTime } from '@opentelemetry/api';
+import { ExportResultCode } from '@opentelemetry/core';
+import { OTLPMetricExporter as GrpcMetricExporter } from '@opentelemetry/exporter-metrics-otlp-grpc';
+import { OTLPMetricExporter as JsonMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
+import { OTLPMetricExporter as ProtoMetricExporter } from '@opentelemetry/exporter-metrics-otlp-proto';
+import { CompressionAlgorithm } from '@opentelemetry/otlp-exporter-base';
+import type { Resource } from '@opentelemetry/resources';
+import {
+  AggregationTemporality,
+  DataPointType,
+  type PushMetricExporter,
+  type ResourceMetrics,
+} from '@opentelemetry/sdk-metrics';
+import {
+  ATTR_ERROR_TYPE,
+  ATTR_HTTP_REQUEST_METHOD,
+  ATTR_HTTP_RESPONSE_STATUS_CODE,
+  ATTR_NETWORK_PROTOCOL_VERSION,
+  ATTR_SERVER_ADDRESS,
+  ATTR_SERVER_PORT,
+  ATTR_URL_SCHEME,
+} from '@opentelemetry/semantic-conventions';
+import { credentials, Metadata } from '@grpc/grpc-js';
+import { readFileSync } from 'node:fs';
+import { ATTR_DNS_QUESTION_NAME } from '../receiver/dns.js';
+import type { AttrValue, SidelightSpan } from '../receiver/span.js';
+import { AGENT_NAME, AGENT_VERSION } from '../version.js';
+import { hrTime } from './convert.js';
+import type { TracesExportConfig } from './sinks.js';
+
+/** Semconv advisory buckets for HTTP and DNS durations, in seconds. */
+export const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
+
+export interface InstrumentDef {
+  name: string;
+  description: string;
+  unit: string;
+  buckets: number[];
+}
+
+export const INSTRUMENTS = {
+  httpServer: { name: 'http.server.request.duration', description: 'Duration of HTTP server requests.', unit: 's', buckets: DURATION_BUCKETS },
+  httpClient: { name: 'http.client.request.duration', description: 'Duration of HTTP client requests.', unit: 's', buckets: DURATION_BUCKETS },
+  dnsLookup: { name: 'dns.lookup.duration', description: 'Measures the time taken to perform a DNS lookup.', unit: 's', buckets: DURATION_BUCKETS },
+} as const satisfies Record<string, InstrumentDef>;
+
+export const OVERFLOW_ATTRIBUTE = 'otel.metric.overflow';
+
+export interface MetricStoreOptions {
+  maxWorkloads: number;
+  maxSeries: number;
+  maxDnsNamesPerWorkload: number;
+}
+
+export interface MetricStoreStats {
+  recorded: number;
+  series: number;
+  /** values recorded into an overflow series */
+  overflowed: number;
+  /** dns.question.name values recorded as _OTHER */
+  dnsNamesCapped: number;
+  workloadsEvicted: number;
+}
+
+interface Series {
+  attributes: Attributes;
+  start: HrTime;
+  count: number;
+  sum: number;
+  min: number;
+  max: number;
+  counts: number[];
+}
+
+interface Workload {
+  resource: Resource;
+  instruments: Map<InstrumentDef, Map<string, Series>>;
+  dnsNames: Set<string>;
+}
+
+function seriesKey(attrs: Record<string, AttrValue>): string {
+  let k = '';
+  for (const [a, v] of Object.entries(attrs)) k += `${a}\u0000${String(v)}\u0001`;
+  return k;
+}
+
+export class MetricStore {
+  private readonly opts: MetricStoreOptions;
+  private readonly workloads = new Map<Resource, Workload>();
+  readonly stats: MetricStoreStats = { recorded: 0, series: 0, overflowed: 0, dnsNamesCapped: 0, workloadsEvicted: 0 };
+
+  constructor(opts: MetricStoreOptions) {
+    this.opts = opts;
+  }
+
+  get workloadCount(): number {
+    return this.workloads.size;
+  }
+
+  private workload(resource: Resource): Workload {
+    let w = this.workloads.get(resource);
+    if (w) {
+      // most recently used last, so eviction takes the longest idle
+      this.workloads.delete(resource);
+      this.workloads.set(resource, w);
+      return w;
+    }
+    if (this.workloads.size >= this.opts.maxWorkloads) {
+      const oldest = this.workloads.keys().next();
+      if (!oldest.done) {
+        const gone = this.workloads.get(oldest.value)!;
+        for (const m of gone.instruments.values()) this.stats.series -= m.size;
+        this.workloads.delete(oldest.value);
+        this.stats.workloadsEvicted++;
+      }
+    }
+    w = { resource, instruments: new Map(), dnsNames: new Set() };
+    this.workloads.set(resource, w);
+    return w;
+  }
+
+  record(resource: Resource, def: InstrumentDef, attrs: Record<string, AttrValue>, value: number, now: HrTime): void {
+    const w = this.workload(resource);
+    if (def === INSTRUMENTS.dnsLookup) {
+      const name = attrs[ATTR_DNS_QUESTION_NAME];
+      if (typeof name === 'string' && !w.dnsNames.has(name)) {
+        if (w.dnsNames.size >= this.opts.maxDnsNamesPerWorkload) {
+          attrs = { ...attrs, [ATTR_DNS_QUESTION_NAME]: '_OTHER' };
+          this.stats.dnsNamesCapped++;
+        } else {
+          w.dnsNames.add(name);
+        }
+      }
+    }
+    let m = w.instruments.get(def);
+    if (!m) w.instruments.set(def, (m = new Map()));
+    let key = seriesKey(attrs);
+    let s = m.get(key);
+    if (!s) {
+      if (m.size >= this.opts.maxSeries) {
+        attrs = { [OVERFLOW_ATTRIBUTE]: true };
+        key = seriesKey(attrs);
+        s = m.get(key);
+        this.stats.overflowed++;
+      }
+      if (!s) {
+        s = { attributes: attrs as Attributes, start: now, count: 0, sum: 0, min: Infinity, max: -Infinity, counts: new Array<number>(def.buckets.length + 1).fill(0) };
+        m.set(key, s);
+        this.stats.series++;
+      }
+    } else if (key.startsWith(OVERFLOW_ATTRIBUTE)) {
+      this.stats.overflowed++;
+    }
+    s.count++;
+    s.sum += value;
+    if (value < s.min) s.min = value;
+    if (value > s.max) s.max = value;
+    let i = 0;
+    while (i < def.buckets.length && value > def.buckets[i]!) i++;
+    s.counts[i]!++;
+    this.stats.recorded++;
+  }
+
+  /** Cumulative snapshot, one ResourceMetrics per workload. */
+  collect(now: HrTime): ResourceMetrics[] {
+    const out: ResourceMetrics[] = [];
+    for (const w of this.workloads.values()) {
+      const metrics = [...w.instruments.entries()].map(([def, series]) => ({
+        descriptor: { name: def.name, description: def.description, unit: def.unit, valueType: ValueType.DOUBLE },
+        aggregationTemporality: AggregationTemporality.CUMULATIVE,
+        dataPointType: DataPointType.HISTOGRAM as const,
+        dataPoints: [...series.values()].map((s) => ({
+          startTime: s.start,
+          endTime: now,
+          attributes: s.attributes,
+          value: {
+            buckets: { boundaries: def.buckets, counts: [...s.counts] },
+            sum: s.sum,
+            count: s.count,
+            min: s.min,
+            max: s.max,
+          },
+        })),
+      }));
+      if (metrics.length) out.push({ resource: w.resource, scopeMetrics: [{ scope: { name: AGENT_NAME, version: AGENT_VERSION }, metrics }] });
+    }
+    return out;
+  }
+}
+
+/** The metric a finished span feeds, with the attributes semconv prescribes for it. */
+export function recordSpan(store: MetricStore, s: SidelightSpan, resource: Resource): void {
+  const a = s.attributes;
+  const seconds = Number(s.endUnixNs - s.startUnixNs) / 1e9;
+  const now = hrTime(s.endUnixNs);
+  const pick = (keys: string[]): Record<string, AttrValue> => {
+    const out: Record<string, AttrValue> = {};
+    for (const k of keys) if (a[k] !== undefined) out[k] = a[k]!;
+    return out;
+  };
+  if (a[ATTR_DNS_QUESTION_NAME] !== undefined) {
+    store.record(resource, INSTRUMENTS.dnsLookup, pick([ATTR_DNS_QUESTION_NAME, ATTR_ERROR_TYPE]), seconds, now);
+  } else if (a[ATTR_HTTP_REQUEST_METHOD] !== undefined) {
+    if (s.kind === 'server') {
+      store.record(resource, INSTRUMENTS.httpServer, pick([ATTR_HTTP_REQUEST_METHOD, ATTR_HTTP_RESPONSE_STATUS_CODE, ATTR_URL_SCHEME, ATTR_NETWORK_PROTOCOL_VERSION, ATTR_ERROR_TYPE]), seconds, now);
+    } else {
+      store.record(resource, INSTRUMENTS.httpClient, pick([ATTR_HTTP_REQUEST_METHOD, ATTR_HTTP_RESPONSE_STATUS_CODE, ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT, ATTR_NETWORK_PROTOCOL_VERSION, ATTR_ERROR_TYPE]), seconds, now);
+    }
+  }
+}
+
+export function createOtlpMetricExporter(c: TracesExportConfig): PushMetricExporter {
+  const compression = c.compression === 'gzip' ? CompressionAlgorithm.GZIP : CompressionAlgorithm.NONE;
+  const ca = c.certificate ? readFileSync(c.certificate) : undefined;
+  const userAgent = `${AGENT_NAME}/${AGENT_VERSION}`;
+  if (c.protocol === 'grpc') {
+    const metadata = new Metadata();
+    for (const [k, v] of Object.entries(c.headers)) metadata.set(k, v);
+    const secure = c.url.startsWith('https://') && !c.insecure;
+    return new GrpcMetricExporter({
+      url: c.url,
+      metadata,
+      compression,
+      timeoutMillis: c.timeoutMs,
+      userAgent,
+      credentials: secure ? credentials.createSsl(ca ?? null) : credentials.createInsecure(),
+    });
+  }
+  const common = { url: c.url, headers: c.headers, compression, timeoutMillis: c.timeoutMs, userAgent, ...(ca ? { httpAgentOptions: { ca } } : {}) };
+  return c.protocol === 'http/json' ? new JsonMetricExporter(common) : new ProtoMetricExporter(common);
+}
+
+export interface MetricExportStats {
+  exports: number;
+  failures: number;
+  lastError?: string;
+}
+
+/** Sends the store's snapshot every intervalMs; one export round at a time. */
+export class MetricExportLoop {
+  private readonly store: MetricStore;
+  private readonly exporter: PushMetricExporter;
+  private readonly intervalMs: number;
+  private readonly onError: (m: string) => void;
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  readonly stats: MetricExportStats = { exports: 0, failures: 0 };
+
+  constructor(store: MetricStore, exporter: PushMetricExporter, intervalMs: number, onError: (m: string) => void = () => {}) {
+    this.store = store;
+    this.exporter = exporter;
+    this.intervalMs = intervalMs;
+    this.onError = onError;
+  }
+
+  start(): void {
+    this.timer = setInterval(() => void this.flush(), this.intervalMs);
+    this.timer.unref();
+  }
+
+  /** Export the current snapshot (waits for a round already running). */
+  async flush(): Promise<void> {
+    if (this.running) return this.running;
+    this.running = (async () => {
+      const now = hrTime(BigInt(Date.now()) * 1_000_000n);
+      for (const rm of this.store.collect(now)) {
+        const r = await new Promise<{ code: ExportResultCode; error?: Error }>((resolve) => this.exporter.export(rm, resolve));
+        if (r.code === ExportResultCode.SUCCESS) this.stats.exports++;
+        else {
+          this.stats.failures++;
+          this.stats.lastError = r.error?.message ?? 'export failed';
+          this.onError(`metric export failed: ${this.stats.lastError}`);
+        }
+      }
+    })().finally(() => (this.running = undefined));
+    return this.running;
+  }
+
+  async shutdown(deadlineMs: number): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await Promise.race([this.flush(), new Promise((r) => setTimeout(r, deadlineMs).unref())]);
+    await Promise.race([this.exporter.shutdown(), new Promise((r) => setTimeout(r, 2000).unref())]);
+  }
+}
