@@ -1,8 +1,10 @@
 /**
  * pipeline.ts — the bounded queue between the receiver and an OTLP sink: spans are
  * queued (at most `queueSpans`; beyond that dropped and counted), sent in batches of
- * `maxSpans` at least every `delayMs`, one export in flight at a time. A failed export is
- * counted with its spans (retry with backoff comes with the production export pipeline).
+ * `maxSpans` at least every `delayMs`, one export in flight at a time. A batch whose export
+ * fails retryably (OTLP rules, see sinks.ts) is tried again with exponential backoff and
+ * jitter until `retryMaxElapsedMs`; meanwhile new spans wait in the bounded queue. A
+ * non-retryable failure, or running out of time, drops the batch, counted.
  *
  * Lifetime: created at agent start; shutdown() flushes within a deadline, then stops the
  * sink. Timers are unref'd. Single-threaded (main thread).
@@ -16,6 +18,12 @@ export interface PipelineOptions {
   maxSpans: number;
   delayMs: number;
   queueSpans: number;
+  /** first retry delay, ms (default 1000) */
+  retryInitialMs?: number;
+  /** longest retry delay, ms (default 30000) */
+  retryMaxMs?: number;
+  /** give a batch up after retrying this long, ms (default 300000) */
+  retryMaxElapsedMs?: number;
 }
 
 export interface PipelineStats {
@@ -24,6 +32,7 @@ export interface PipelineStats {
   droppedQueueFull: number;
   droppedExportFailed: number;
   exportErrors: number;
+  retries: number;
   batches: number;
   lastError?: string;
 }
@@ -47,8 +56,11 @@ export class ExportPipeline {
     droppedQueueFull: 0,
     droppedExportFailed: 0,
     exportErrors: 0,
+    retries: 0,
     batches: 0,
   };
+  /** wakes a retry wait early (shutdown) */
+  private wake: (() => void) | undefined;
 
   constructor(opts: PipelineOptions, sink: SpanSink, onError: (msg: string) => void = () => {}) {
     this.opts = opts;
@@ -95,14 +107,33 @@ export class ExportPipeline {
     while (this.queue.length > 0) {
       const batch = this.queue.splice(0, this.opts.maxSpans);
       this.stats.batches++;
-      const out = await this.sink.export(batch.map((i) => toReadableSpan(i.span, i.resource)));
-      if (out.ok) {
-        this.stats.exported += batch.length;
-      } else {
+      const spans = batch.map((i) => toReadableSpan(i.span, i.resource));
+      const started = Date.now();
+      let delay = this.opts.retryInitialMs ?? 1000;
+      for (;;) {
+        const out = await this.sink.export(spans);
+        if (out.ok) {
+          this.stats.exported += batch.length;
+          break;
+        }
         this.stats.exportErrors++;
-        this.stats.droppedExportFailed += batch.length;
         this.stats.lastError = out.error;
-        this.onError(`export to ${this.sink.name} failed: ${out.error ?? 'unknown error'} (${batch.length} spans dropped)`);
+        const wait = delay * (0.8 + Math.random() * 0.4);
+        if (!out.retryable || this.closed || Date.now() - started + wait > (this.opts.retryMaxElapsedMs ?? 300_000)) {
+          this.stats.droppedExportFailed += batch.length;
+          this.onError(`export to ${this.sink.name} failed: ${out.error ?? 'unknown error'} (${batch.length} spans dropped${out.retryable ? ', retries exhausted' : ''})`);
+          break;
+        }
+        this.stats.retries++;
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, wait);
+          this.wake = () => {
+            clearTimeout(t);
+            resolve();
+          };
+        });
+        this.wake = undefined;
+        delay = Math.min(delay * 2, this.opts.retryMaxMs ?? 30_000);
       }
       if (this.queue.length < this.opts.maxSpans && !this.closed) return;
     }
@@ -111,6 +142,7 @@ export class ExportPipeline {
   /** Send everything queued (bounded by deadlineMs), then shut the sink down. */
   async shutdown(deadlineMs: number): Promise<void> {
     this.closed = true;
+    this.wake?.(); // a retry wait ends now: one last attempt, then drop
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     const flush = (async () => {

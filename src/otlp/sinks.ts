@@ -38,6 +38,18 @@ export interface TracesExportConfig {
 export interface ExportOutcome {
   ok: boolean;
   error?: string;
+  /** worth trying again (OTLP retry rules); false for rejected data */
+  retryable?: boolean;
+}
+
+/** gRPC codes the OTLP spec calls retryable (RESOURCE_EXHAUSTED needs RetryInfo: not here). */
+const GRPC_RETRYABLE = new Set([1, 4, 10, 11, 14, 15]);
+const HTTP_RETRYABLE = new Set([429, 502, 503, 504]);
+
+/** Per the OTLP spec; a failure without a status (connection refused, reset) is retryable. */
+export function isRetryable(protocol: TracesExportConfig['protocol'], code: unknown): boolean {
+  if (typeof code !== 'number') return true;
+  return protocol === 'grpc' ? GRPC_RETRYABLE.has(code) : HTTP_RETRYABLE.has(code);
 }
 
 export interface SpanSink {
@@ -78,20 +90,30 @@ export function createOtlpExporter(c: TracesExportConfig): SpanExporter {
 export class OtlpSink implements SpanSink {
   readonly name: string;
   private readonly exporter: SpanExporter;
+  private readonly protocol: TracesExportConfig['protocol'];
 
   constructor(c: TracesExportConfig, exporter: SpanExporter = createOtlpExporter(c)) {
     this.name = `otlp ${c.protocol} ${c.url}`;
     this.exporter = exporter;
+    this.protocol = c.protocol;
   }
 
   export(spans: ReadableSpan[]): Promise<ExportOutcome> {
     return new Promise((resolve) => {
       try {
         this.exporter.export(spans, (r: ExportResult) =>
-          resolve(r.code === ExportResultCode.SUCCESS ? { ok: true } : { ok: false, error: r.error?.message ?? 'export failed' }),
+          resolve(
+            r.code === ExportResultCode.SUCCESS
+              ? { ok: true }
+              : {
+                  ok: false,
+                  error: r.error?.message ?? 'export failed',
+                  retryable: isRetryable(this.protocol, (r.error as { code?: unknown } | undefined)?.code),
+                },
+          ),
         );
       } catch (e) {
-        resolve({ ok: false, error: (e as Error).message });
+        resolve({ ok: false, error: (e as Error).message, retryable: false });
       }
     });
   }

@@ -183,3 +183,31 @@ test.serial('request metrics reach the real Collector per workload: HTTP server/
   t.is(dns.count, 1);
   t.true(dns.sum > 0 && dns.sum < 1);
 });
+
+test.serial('the Collector down at first: spans queued meanwhile are delivered once it is up (gRPC, retried)', async (t) => {
+  if (!need(t, unavailable)) return;
+  const [grpc, http] = [await freePort(), await freePort()];
+  const srv = await startPythonServer();
+  // trace only this test's server, whatever else runs on the machine
+  const cfgDir = mkdtempSync(join(tmpdir(), 'sl-outage-'));
+  writeFileSync(join(cfgDir, 'c.yaml'), `filter:\n  ports:\n    include: [${srv.port}]\n`);
+  const agent = await startAgentProcess({ OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${grpc}`, OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' }, ['--config', join(cfgDir, 'c.yaml')]);
+  let collector: Awaited<ReturnType<typeof startCollector>> | undefined;
+  let code: number | null = null;
+  let stats: { export: { exported: number; retries: number; droppedExportFailed: number } } | undefined;
+  try {
+    for (let i = 0; i < 5; i++) await curl([`http://127.0.0.1:${srv.port}/hello.txt?n=${i}`]);
+    await new Promise((r) => setTimeout(r, 2500)); // a batch fails and waits to be retried
+    collector = await startCollector({ ports: { grpc, http } });
+    const spans = await collector.waitForSpans((s) => s.filter((x) => x.attributes['server.port'] === srv.port).length >= 10, 30_000);
+    t.is(spans.filter((x) => x.attributes['server.port'] === srv.port && x.kind === 2).length, 5);
+    stats = (await (await fetch(`${agent.healthUrl}/healthz`)).json()) as typeof stats;
+  } finally {
+    code = await agent.stop();
+    await srv.stop();
+    await collector?.stop();
+  }
+  t.is(code, 0);
+  t.true(stats!.export.retries >= 1, 'the export was retried');
+  t.is(stats!.export.droppedExportFailed, 0, 'nothing was lost');
+});

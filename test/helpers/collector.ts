@@ -73,6 +73,8 @@ export interface StartCollectorOptions {
   binary?: string;
   /** How long to wait for both ports to accept connections; default 30 s. */
   startTimeoutMs?: number;
+  /** Listen on these ports instead of free ones (e.g. to come up where an agent already points). */
+  ports?: { grpc: number; http: number };
 }
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -107,9 +109,9 @@ export async function startCollector(options: StartCollectorOptions = {}): Promi
   // before the collector binds it; on "address already in use" we retry with fresh ports.
   for (let attempt = 1; ; attempt++) {
     try {
-      return await startOnce(binary, timeoutMs);
+      return await startOnce(binary, timeoutMs, options.ports);
     } catch (err) {
-      if (attempt < 3 && err instanceof PortInUseError) continue;
+      if (attempt < 3 && !options.ports && err instanceof PortInUseError) continue;
       throw err;
     }
   }
@@ -131,8 +133,8 @@ function installExitHook(): void {
   });
 }
 
-async function startOnce(binary: string, timeoutMs: number): Promise<RunningCollector> {
-  const [grpcPort, httpPort] = (await freePorts(2)) as [number, number];
+async function startOnce(binary: string, timeoutMs: number, fixedPorts?: { grpc: number; http: number }): Promise<RunningCollector> {
+  const [grpcPort, httpPort] = fixedPorts ? [fixedPorts.grpc, fixedPorts.http] : ((await freePorts(2)) as [number, number]);
   const dir = await mkdtemp(path.join(os.tmpdir(), 'sidelight-otelcol-'));
   const spansFile = path.join(dir, 'spans.jsonl');
   const metricsFile = path.join(dir, 'metrics.jsonl');
@@ -249,7 +251,7 @@ async function startOnce(binary: string, timeoutMs: number): Promise<RunningColl
       if (Date.now() > deadline) {
         throw new Error(
           `waitForSpans: condition not met within ${waitMs} ms; ${got.length} span(s) received: ` +
-            `${JSON.stringify(got.map((s) => s.name))}; collector output:\n${output.slice(-8192)}`,
+            `${JSON.stringify(got.slice(0, 20).map((s) => s.name))}${got.length > 20 ? ' ...' : ''}; collector output:\n${output.slice(-4096)}`,
         );
       }
       await sleep(POLL_MS * 2);

@@ -2,7 +2,7 @@ import test from 'ava';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { ExportPipeline } from '../../src/otlp/pipeline.js';
-import type { ExportOutcome, SpanSink } from '../../src/otlp/sinks.js';
+import { isRetryable, type ExportOutcome, type SpanSink } from '../../src/otlp/sinks.js';
 import type { SidelightSpan } from '../../src/receiver/span.js';
 
 /** A sink that records batches and answers as told (the real exporters are tested against a real Collector). */
@@ -80,4 +80,70 @@ test('shutdown flushes what is queued', async (t) => {
   for (let i = 0; i < 7; i++) p.push(span(i), resource);
   await p.shutdown(1000);
   t.is(p.stats.exported, 7);
+});
+
+/** A sink failing the first `failures` exports with the given retryability. */
+class FlakySink extends RecordingSink {
+  private readonly failures: number;
+  private readonly retryable: boolean;
+  constructor(failures: number, retryable: boolean) {
+    super();
+    this.failures = failures;
+    this.retryable = retryable;
+  }
+  calls = 0;
+  override async export(spans: ReadableSpan[]): Promise<ExportOutcome> {
+    this.calls++;
+    if (this.calls <= this.failures) return { ok: false, error: 'UNAVAILABLE', retryable: this.retryable };
+    return super.export(spans);
+  }
+}
+
+test('retryable failures are retried with backoff, then delivered', async (t) => {
+  const sink = new FlakySink(3, true);
+  const p = new ExportPipeline({ maxSpans: 10, delayMs: 5, queueSpans: 100, retryInitialMs: 10, retryMaxMs: 40 }, sink);
+  for (let i = 0; i < 5; i++) p.push(span(i), resource);
+  await new Promise((r) => setTimeout(r, 300));
+  t.is(sink.calls, 4);
+  t.is(p.stats.retries, 3);
+  t.is(p.stats.exported, 5);
+  t.is(p.stats.droppedExportFailed, 0);
+  await p.shutdown(1000);
+});
+
+test('a non-retryable failure drops the batch at once, counted', async (t) => {
+  const sink = new FlakySink(1, false);
+  const p = new ExportPipeline({ maxSpans: 10, delayMs: 5, queueSpans: 100, retryInitialMs: 10 }, sink);
+  for (let i = 0; i < 4; i++) p.push(span(i), resource);
+  await new Promise((r) => setTimeout(r, 100));
+  t.is(sink.calls, 1);
+  t.is(p.stats.retries, 0);
+  t.is(p.stats.droppedExportFailed, 4);
+  await p.shutdown(1000);
+});
+
+test('retries give up after retryMaxElapsedMs; shutdown does not wait out a backoff', async (t) => {
+  const sink = new FlakySink(1000, true);
+  const p = new ExportPipeline({ maxSpans: 10, delayMs: 5, queueSpans: 100, retryInitialMs: 20, retryMaxMs: 20, retryMaxElapsedMs: 100 }, sink);
+  for (let i = 0; i < 3; i++) p.push(span(i), resource);
+  await new Promise((r) => setTimeout(r, 300));
+  t.is(p.stats.droppedExportFailed, 3);
+  t.true(p.stats.retries >= 3);
+  const slow = new FlakySink(1000, true);
+  const q = new ExportPipeline({ maxSpans: 10, delayMs: 5, queueSpans: 100, retryInitialMs: 60_000 }, slow);
+  q.push(span(1), resource);
+  await new Promise((r) => setTimeout(r, 50));
+  const t0 = Date.now();
+  await q.shutdown(5000);
+  t.true(Date.now() - t0 < 2000, 'shutdown cut the 60 s backoff short');
+  t.is(q.stats.droppedExportFailed, 1);
+  await p.shutdown(100);
+});
+
+test('OTLP retry rules: gRPC and HTTP codes', (t) => {
+  for (const c of [1, 4, 10, 11, 14, 15]) t.true(isRetryable('grpc', c), `grpc ${c}`);
+  for (const c of [3, 5, 7, 8, 12, 13, 16]) t.false(isRetryable('grpc', c), `grpc ${c}`);
+  for (const c of [429, 502, 503, 504]) t.true(isRetryable('http/protobuf', c), `http ${c}`);
+  for (const c of [400, 401, 403, 404, 413, 500]) t.false(isRetryable('http/json', c), `http ${c}`);
+  t.true(isRetryable('grpc', undefined), 'connection refused: no status');
 });
