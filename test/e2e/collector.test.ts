@@ -51,6 +51,13 @@ function loadedNames(ids: Set<number>): string[] {
   return progs.filter((p) => ids.has(p.id)).map((p) => p.name ?? '?').sort();
 }
 
+/** A config file that traces only these ports, so other traffic on the machine cannot interfere. */
+function onlyPorts(...ports: number[]): string {
+  const dir = mkdtempSync(join(tmpdir(), 'sl-ports-'));
+  writeFileSync(join(dir, 'c.yaml'), `filter:\n  ports:\n    include: [${ports.join(', ')}]\n`);
+  return join(dir, 'c.yaml');
+}
+
 const cases = [
   { protocol: 'grpc', endpoint: (c: { grpcEndpoint: string }) => c.grpcEndpoint },
   { protocol: 'http/protobuf', endpoint: (c: { httpEndpoint: string }) => c.httpEndpoint },
@@ -64,11 +71,15 @@ for (const { protocol, endpoint } of cases) {
     const srv = await startPythonServer();
     let held = new Set<number>();
     let code: number | null = null;
-    const agent = await startAgentProcess({
-      OTEL_EXPORTER_OTLP_ENDPOINT: endpoint(collector),
-      OTEL_EXPORTER_OTLP_PROTOCOL: protocol,
-      OTEL_RESOURCE_ATTRIBUTES: 'deployment.environment.name=ci',
-    });
+    const agent = await startAgentProcess(
+      {
+        OTEL_EXPORTER_OTLP_ENDPOINT: endpoint(collector),
+        OTEL_EXPORTER_OTLP_PROTOCOL: protocol,
+        OTEL_RESOURCE_ATTRIBUTES: 'deployment.environment.name=ci',
+      },
+      // this server, and the collector's ports: its own export must still not show up
+      ['--config', onlyPorts(srv.port, ...[collector.grpcEndpoint, collector.httpEndpoint].map((u) => Number(new URL(u).port)))],
+    );
     try {
       const r = await fetch(`${agent.healthUrl}/healthz`);
       t.is(r.status, 200);
@@ -140,7 +151,7 @@ test.serial('request metrics reach the real Collector per workload: HTTP server/
   const dnsPort = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'sl-metrics-'));
   const cfg = join(dir, 'sidelight.yaml');
-  writeFileSync(cfg, `dns:\n  ports: [53, ${dnsPort}]\n`);
+  writeFileSync(cfg, `dns:\n  ports: [53, ${dnsPort}]\nfilter:\n  ports:\n    include: [${srv.port}, ${dnsPort}]\n`);
   const dnsmasq = spawn('dnsmasq', ['--no-daemon', `--port=${dnsPort}`, '--listen-address=127.0.0.1', '--bind-interfaces', '--no-resolv', '--no-hosts', `--pid-file=${dir}/d.pid`, '--user=root', '--host-record=m.sl.test,10.9.9.9', '--local=/sl.test/'], { stdio: 'ignore' });
   const agent = await startAgentProcess(
     { OTEL_EXPORTER_OTLP_ENDPOINT: collector.httpEndpoint, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf', OTEL_METRIC_EXPORT_INTERVAL: '500' },
@@ -189,9 +200,7 @@ test.serial('the Collector down at first: spans queued meanwhile are delivered o
   const [grpc, http] = [await freePort(), await freePort()];
   const srv = await startPythonServer();
   // trace only this test's server, whatever else runs on the machine
-  const cfgDir = mkdtempSync(join(tmpdir(), 'sl-outage-'));
-  writeFileSync(join(cfgDir, 'c.yaml'), `filter:\n  ports:\n    include: [${srv.port}]\n`);
-  const agent = await startAgentProcess({ OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${grpc}`, OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' }, ['--config', join(cfgDir, 'c.yaml')]);
+  const agent = await startAgentProcess({ OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${grpc}`, OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' }, ['--config', onlyPorts(srv.port)]);
   let collector: Awaited<ReturnType<typeof startCollector>> | undefined;
   let code: number | null = null;
   let stats: { export: { exported: number; retries: number; droppedExportFailed: number } } | undefined;
