@@ -1,6 +1,6 @@
 /**
  * metrics.ts — request metrics per workload: http.server.request.duration,
- * http.client.request.duration and dns.lookup.duration (histograms in seconds, semconv
+ * http.client.request.duration, rpc.server/client.call.duration and dns.lookup.duration (histograms in seconds, semconv
  * buckets), recorded from finished spans, aggregated cumulatively per (workload Resource,
  * instrument, attribute set), and exported periodically as OTLP through the OpenTelemetry
  * JS metric exporters.
@@ -32,6 +32,9 @@ import {
   ATTR_HTTP_REQUEST_METHOD,
   ATTR_HTTP_RESPONSE_STATUS_CODE,
   ATTR_NETWORK_PROTOCOL_VERSION,
+  ATTR_RPC_METHOD,
+  ATTR_RPC_STATUS_CODE,
+  ATTR_RPC_SYSTEM_NAME,
   ATTR_SERVER_ADDRESS,
   ATTR_SERVER_PORT,
   ATTR_URL_SCHEME,
@@ -58,6 +61,8 @@ export const INSTRUMENTS = {
   httpServer: { name: 'http.server.request.duration', description: 'Duration of HTTP server requests.', unit: 's', buckets: DURATION_BUCKETS },
   httpClient: { name: 'http.client.request.duration', description: 'Duration of HTTP client requests.', unit: 's', buckets: DURATION_BUCKETS },
   dnsLookup: { name: 'dns.lookup.duration', description: 'Measures the time taken to perform a DNS lookup.', unit: 's', buckets: DURATION_BUCKETS },
+  rpcServer: { name: 'rpc.server.call.duration', description: 'Measures the duration of incoming remote procedure calls.', unit: 's', buckets: DURATION_BUCKETS },
+  rpcClient: { name: 'rpc.client.call.duration', description: 'Measures the duration of outgoing remote procedure calls.', unit: 's', buckets: DURATION_BUCKETS },
 } as const satisfies Record<string, InstrumentDef>;
 
 export const OVERFLOW_ATTRIBUTE = 'otel.metric.overflow';
@@ -214,7 +219,10 @@ export function recordSpan(store: MetricStore, s: SidelightSpan, resource: Resou
     for (const k of keys) if (a[k] !== undefined) out[k] = a[k]!;
     return out;
   };
-  if (a[ATTR_DNS_QUESTION_NAME] !== undefined) {
+  if (a[ATTR_RPC_SYSTEM_NAME] !== undefined) {
+    const keys = [ATTR_RPC_SYSTEM_NAME, ATTR_RPC_METHOD, ATTR_RPC_STATUS_CODE, ATTR_ERROR_TYPE, ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT];
+    store.record(resource, s.kind === 'server' ? INSTRUMENTS.rpcServer : INSTRUMENTS.rpcClient, pick(keys), seconds, now);
+  } else if (a[ATTR_DNS_QUESTION_NAME] !== undefined) {
     store.record(resource, INSTRUMENTS.dnsLookup, pick([ATTR_DNS_QUESTION_NAME, ATTR_ERROR_TYPE]), seconds, now);
   } else if (a[ATTR_HTTP_REQUEST_METHOD] !== undefined) {
     if (s.kind === 'server') {

@@ -12,6 +12,8 @@ import type { MonotonicClock } from './clock.js';
 import type { ConnInfo, KernelEvent } from './decode.js';
 import { HttpConnection, newHttpStats, type HttpOptions, type HttpStats, type Role } from './http.js';
 import { looksLikeHttp1 } from './http1.js';
+import { looksLikeHttp2Preface } from './http2.js';
+import { Http2Handler } from './h2spans.js';
 import { Direction, EventType } from './layout.js';
 import type { SidelightSpan } from './span.js';
 import { TraceRegistry, type TraceStats } from './trace.js';
@@ -47,12 +49,14 @@ export interface ConnectionStats {
   trace: TraceStats;
 }
 
-type Protocol = 'unknown' | 'http1' | 'ignored';
+type Protocol = 'unknown' | 'http1' | 'h2' | 'ignored';
 
 /** Chunks we wait on a connection before giving up on recognising its protocol. */
 const DETECT_CHUNKS = 8;
 /** A first chunk shorter than this may be a split request line: not judged by itself. */
 const SHORT_CHUNK = 16;
+/** Early response-direction chunks kept per connection until its protocol is known. */
+const MAX_EARLY = 4;
 /** Bound of the set of the agent's own socket endpoints. */
 const MAX_SELF_ENDPOINTS = 1024;
 const EINPROGRESS = 115;
@@ -63,6 +67,9 @@ interface Conn {
   role: Role | undefined;
   protocol: Protocol;
   http: HttpConnection | undefined;
+  h2: Http2Handler | undefined;
+  /** response-direction chunks seen before the protocol was known (HTTP/2 servers speak first) */
+  early: KernelEvent[];
   seenChunks: number;
   lastSeen: bigint;
 }
@@ -128,7 +135,7 @@ export class ConnectionTable {
       case EventType.Close: {
         const c = this.conns.get(ev.sock);
         if (!c) return;
-        c.http?.onClose();
+        (c.http ?? c.h2)?.onClose();
         this.conns.delete(ev.sock);
         this.stats.closed++;
         return;
@@ -155,7 +162,7 @@ export class ConnectionTable {
     const cutoff = this.clock.nowMono() - BigInt(this.opts.idleMs) * 1_000_000n;
     for (const [sock, c] of this.conns) {
       if (c.lastSeen < cutoff) {
-        c.http?.onClose();
+        (c.http ?? c.h2)?.onClose();
         this.conns.delete(sock);
         this.stats.idleExpired++;
       }
@@ -166,13 +173,16 @@ export class ConnectionTable {
     const old = this.conns.get(ev.sock);
     if (old) {
       // the kernel reused the struct sock of a connection whose close we did not see
-      old.http?.onClose();
+      (old.http ?? old.h2)?.onClose();
       this.conns.delete(ev.sock);
     }
     if (this.conns.size >= this.opts.maxConnections) {
       const oldest = this.conns.keys().next();
       if (!oldest.done) {
-        this.conns.get(oldest.value)?.http?.onClose();
+        {
+          const gone = this.conns.get(oldest.value);
+          (gone?.http ?? gone?.h2)?.onClose();
+        }
         this.conns.delete(oldest.value);
         this.stats.evicted++;
       }
@@ -183,6 +193,8 @@ export class ConnectionTable {
       role,
       protocol: 'unknown',
       http: undefined,
+      h2: undefined,
+      early: [],
       seenChunks: 0,
       lastSeen: ev.tsEnd,
     };
@@ -200,6 +212,10 @@ export class ConnectionTable {
     if (c.info.remote.port === 0) c.info = ev.conn;
     if (c.protocol === 'ignored') return;
     if (c.protocol === 'unknown' && !this.detect(c, ev)) return;
+    if (c.h2) {
+      c.h2.onData(ev);
+      return;
+    }
     c.http?.onData(ev);
     // started on a short chunk, but no request ever parsed: not HTTP after all
     if (c.http && c.http.requests === 0) this.countUndetected(c);
@@ -218,6 +234,18 @@ export class ConnectionTable {
       return false;
     }
     const ingress = ev.direction === Direction.Ingress;
+    // HTTP/2 with prior knowledge: whoever sends the preface is the client
+    if (looksLikeHttp2Preface(ev.data)) {
+      c.role ??= ingress ? 'server' : 'client';
+      if ((c.role === 'server') === ingress) {
+        c.protocol = 'h2';
+        c.h2 = new Http2Handler(c.role, c.info, this.opts.http, this.clock, this.stats.http, this.traces, this.emit);
+        // the server's SETTINGS usually went out before the client's preface arrived
+        for (const e of c.early) c.h2.onData(e);
+        c.early = [];
+        return true;
+      }
+    }
     const request = looksLikeHttp1(ev.data, 'request');
     if (c.role === undefined) {
       if (request) c.role = ingress ? 'server' : 'client';
@@ -229,7 +257,12 @@ export class ConnectionTable {
     if (c.role !== undefined && requestDir && (request || ev.data.length < SHORT_CHUNK)) {
       c.protocol = 'http1';
       c.http = new HttpConnection(c.role, c.info, this.opts.http, this.clock, this.stats.http, this.traces, this.emit);
+      c.early = [];
       return true;
+    }
+    if (c.role !== undefined && !requestDir && c.early.length < MAX_EARLY) {
+      // keep a copy: the payload is a view into the batch
+      c.early.push({ ...ev, data: ev.data.slice() });
     }
     this.countUndetected(c);
     return false;
@@ -240,6 +273,7 @@ export class ConnectionTable {
     if (++c.seenChunks >= DETECT_CHUNKS) {
       c.protocol = 'ignored';
       c.http = undefined;
+      c.early = [];
       this.stats.notHttp++;
     }
   }
