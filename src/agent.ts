@@ -6,9 +6,10 @@
  * Lifetime: start() once, stop() once (idempotent). Everything runs on the main thread;
  * the addon's poll thread only hands over whole batches. Every loss is counted in stats().
  */
-import { statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import type { Resource } from '@opentelemetry/resources';
 import type { Config } from './config.js';
+import { inCluster, KubernetesMetadata, nodeNameFromEnv } from './enrich/k8s.js';
 import { ProcessCache } from './enrich/process.js';
 import { startHealthServer } from './health.js';
 import { log } from './log.js';
@@ -96,6 +97,7 @@ export class Agent {
   private readonly metricLoop: MetricExportLoop | undefined;
   private readonly decodeStats: DecodeStats = { records: 0, malformed: 0 };
   private obj: NativeObject | undefined;
+  private k8s: KubernetesMetadata | undefined;
   private health: { address: string; close(): Promise<void> } | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
   private dnsTimer: NodeJS.Timeout | undefined;
@@ -154,6 +156,13 @@ export class Agent {
     Object.defineProperty(healthState, 'ready', { get: () => this.ready });
     this.health = await startHealthServer(c.health.address, healthState);
 
+    // Kubernetes metadata syncs while the probes load; lookups before that simply miss
+    this.k8s = this.createKubernetes();
+    if (this.k8s) {
+      this.processes.setKubernetes(this.k8s, this.k8s.clusterName);
+      this.k8s.start().catch((e: Error) => log.error(`kubernetes metadata disabled: ${e.message}`));
+    }
+
     const native = loadNative();
     const f = c.filter;
     const cgroupInclude = f.cgroups.include.map(resolveCgroupId);
@@ -196,6 +205,7 @@ export class Agent {
     } catch (e) {
       obj.close();
       this.obj = undefined;
+      await this.k8s?.stop();
       throw e;
     }
     this.metricLoop?.start();
@@ -232,8 +242,51 @@ export class Agent {
     this.processes.hint(ev.tgid, name, ev.data.subarray(SL_EXE_LEN));
   }
 
+  /** null when off; throws when `k8s.enabled: true` cannot work (before anything is attached). */
+  private createKubernetes(): KubernetesMetadata | undefined {
+    const k = this.config.k8s;
+    if (k.enabled === 'false') return undefined;
+    const nodeName = k.nodeName || nodeNameFromEnv();
+    const credentials = k.kubeconfig !== '' || inCluster();
+    if (k.enabled === 'auto' && (!nodeName || !credentials)) {
+      log.debug(`kubernetes metadata off: ${!credentials ? 'not in a cluster' : 'no node name (NODE_NAME)'}`);
+      return undefined;
+    }
+    if (!nodeName) throw new Error('k8s.enabled is true but the node name is unknown: set NODE_NAME (downward API fieldRef spec.nodeName) or k8s.nodeName');
+    if (!credentials) throw new Error('k8s.enabled is true but there are no in-cluster credentials and no k8s.kubeconfig');
+    if (k.kubeconfig && !existsSync(k.kubeconfig)) throw new Error(`k8s.kubeconfig: ${k.kubeconfig}: no such file`);
+    return new KubernetesMetadata({
+      nodeName,
+      ...(k.clusterName ? { clusterName: k.clusterName } : {}),
+      ...(k.kubeconfig ? { kubeconfig: k.kubeconfig } : {}),
+      clusterDomain: k.clusterDomain,
+      peers: k.peers,
+      maxPods: k.maxPods,
+      maxServices: k.maxServices,
+      maxEndpointSlices: k.maxEndpointSlices,
+      maxEndpoints: k.maxEndpoints,
+      ownerCacheTtlMs: k.ownerCacheTtlMs,
+      deletedPodRetentionMs: k.deletedPodRetentionMs,
+      syncTimeoutMs: k.syncTimeoutMs,
+      logger: log,
+    });
+  }
+
+  /** sidelight.peer.* on a CLIENT span; server.address only when the span has none. */
+  private describePeer(s: SidelightSpan): void {
+    const ip = s.attributes['network.peer.address'];
+    const port = s.attributes['network.peer.port'];
+    if (typeof ip !== 'string') return;
+    const d = this.k8s!.describePeer(ip, typeof port === 'number' ? port : undefined);
+    if (!d) return;
+    const { serverAddress, ...attrs } = d;
+    for (const [k, v] of Object.entries(attrs)) if (v !== undefined && !(k in s.attributes)) s.attributes[k] = v;
+    if (serverAddress && s.attributes['server.address'] === undefined) s.attributes['server.address'] = serverAddress;
+  }
+
   private onFinishedSpan(s: SidelightSpan): void {
     ensureIds(s);
+    if (this.k8s && s.kind === 'client') this.describePeer(s);
     const resource = this.processes.resource(s.process);
     if (this.console) {
       const name = String(resource.attributes['service.name'] ?? s.process.comm);
@@ -270,6 +323,7 @@ export class Agent {
       connections: { size: this.table.size, ...this.table.stats, http: { ...this.table.stats.http }, trace: { ...this.table.stats.trace, ...this.table.traces.sizes } },
       dns: { pending: this.dns.size, ...this.dns.stats },
       processes: { size: this.processes.size, ...this.processes.stats },
+      k8s: this.k8s ? { ready: this.k8s.ready, ...this.k8s.stats } : null,
       export: this.pipeline ? { depth: this.pipeline.depth, ...this.pipeline.stats } : null,
       metrics: this.metrics ? { workloads: this.metrics.workloadCount, ...this.metrics.stats, ...this.metricLoop?.stats } : null,
     };
@@ -286,6 +340,7 @@ export class Agent {
     this.obj = undefined;
     await this.pipeline?.shutdown(deadlineMs);
     await this.metricLoop?.shutdown(deadlineMs);
+    await this.k8s?.stop();
     await this.health?.close();
   }
 }

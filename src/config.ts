@@ -153,6 +153,33 @@ export interface ExportOptions {
   metrics: TracesExport | null;
 }
 
+/** Kubernetes metadata (src/enrich/k8s.ts). */
+export interface K8sOptions {
+  /** auto: on in a cluster with a node name; true: required; false: off. */
+  enabled: 'auto' | 'true' | 'false';
+  /** This node's name; empty: K8S_NODE_NAME, else NODE_NAME. */
+  nodeName: string;
+  /** k8s.cluster.name; empty: from OTEL_RESOURCE_ATTRIBUTES, else absent. */
+  clusterName: string;
+  /** kubeconfig file; empty: in-cluster service account. */
+  kubeconfig: string;
+  /** Cluster DNS domain for ClusterIP peers' server.address. */
+  clusterDomain: string;
+  /** Watch Services/EndpointSlices to name CLIENT span peers. */
+  peers: boolean;
+  /** Cache bounds. */
+  maxPods: number;
+  maxServices: number;
+  maxEndpointSlices: number;
+  maxEndpoints: number;
+  /** Owner (ReplicaSet/Job) lookup reuse, ms. */
+  ownerCacheTtlMs: number;
+  /** Deleted pods still answered for this long, ms. */
+  deletedPodRetentionMs: number;
+  /** Wait for the first sync at most this long, ms. */
+  syncTimeoutMs: number;
+}
+
 /** Health check server. */
 export interface HealthOptions {
   /** host:port or [ipv6]:port for /healthz and /readyz; port 0..65535. */
@@ -179,6 +206,8 @@ export interface Config {
   limits: LimitsOptions;
   /** OTLP export. */
   export: ExportOptions;
+  /** Kubernetes metadata. */
+  k8s: K8sOptions;
   /** Health check server. */
   health: HealthOptions;
   /** Logging. */
@@ -369,6 +398,8 @@ const ENV_SCALARS: readonly { name: string; key: readonly string[] }[] = [
   { name: 'OTEL_EXPORTER_OTLP_TRACES_INSECURE', key: ['export', 'insecure'] },
   { name: 'OTEL_EXPORTER_OTLP_CERTIFICATE', key: ['export', 'certificate'] },
   { name: 'OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE', key: ['export', 'certificate'] },
+  { name: 'SIDELIGHT_K8S_ENABLED', key: ['k8s', 'enabled'] },
+  { name: 'SIDELIGHT_K8S_CLUSTER_NAME', key: ['k8s', 'clusterName'] },
   { name: 'SIDELIGHT_HEALTH_ADDR', key: ['health', 'address'] },
   { name: 'SIDELIGHT_LOG_LEVEL', key: ['log', 'level'] },
 ];
@@ -761,6 +792,8 @@ export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv } = {}
   if (ld.problems.length > 0) throw new ConfigError(ld.problems);
 
   const config = canonical(raw, root) as Config;
+  // YAML booleans are fine for k8s.enabled: normalise to the string form
+  config.k8s.enabled = String(config.k8s.enabled) as K8sOptions['enabled'];
   config.export.traces = computeTraces(config.export, sdkDisabled);
   config.export.metrics = computeTraces(config.export, sdkDisabled, 'metrics');
   provenance.set(config, { sourceOf: (segs) => sourceOf(ld, segs), sdkDisabled });

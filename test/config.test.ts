@@ -5,10 +5,12 @@
 // reading the test data.
 
 import test from 'ava';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
-import { CONFIG_ENV_VARS, ConfigError, defaultConfig, describeConfig, loadConfig, type Config } from '../src/config.js';
+import { CONFIG_ENV_VARS, ConfigError, defaultConfig, describeConfig, loadConfig, type Config, type K8sOptions } from '../src/config.js';
 
 const repo = (rel: string): string => fileURLToPath(new URL(`../${rel}`, import.meta.url));
 const data = (name: string): string => repo(`test/testdata/config/${name}`);
@@ -45,6 +47,21 @@ const DEFAULTS: Config = {
     traces: null,
     metrics: null,
   },
+  k8s: {
+    enabled: 'auto',
+    nodeName: '',
+    clusterName: '',
+    kubeconfig: '',
+    clusterDomain: 'cluster.local',
+    peers: true,
+    maxPods: 1024,
+    maxServices: 10000,
+    maxEndpointSlices: 20000,
+    maxEndpoints: 100000,
+    ownerCacheTtlMs: 600000,
+    deletedPodRetentionMs: 30000,
+    syncTimeoutMs: 10000,
+  },
   health: { address: '127.0.0.1:13133' },
   log: { level: 'info' },
 };
@@ -70,7 +87,7 @@ test('loading config/default.yaml gives defaultConfig()', (t) => {
 
 test('keys come out in schema order whatever set them', (t) => {
   const c = loadConfig({ env: { SIDELIGHT_LOG_LEVEL: 'debug', OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4317' } });
-  t.deepEqual(Object.keys(c), ['capture', 'filter', 'http', 'dns', 'limits', 'export', 'health', 'log']);
+  t.deepEqual(Object.keys(c), ['capture', 'filter', 'http', 'dns', 'limits', 'export', 'k8s', 'health', 'log']);
   t.deepEqual(Object.keys(c.export), Object.keys(DEFAULTS.export));
 });
 
@@ -146,6 +163,21 @@ const OVERRIDE: Config = {
       certificate: '/etc/sidelight/ca.pem',
     },
   },
+  k8s: {
+    enabled: 'false',
+    nodeName: 'node-7',
+    clusterName: 'prod',
+    kubeconfig: '/etc/kube/config',
+    clusterDomain: 'cluster.example',
+    peers: false,
+    maxPods: 64,
+    maxServices: 100,
+    maxEndpointSlices: 200,
+    maxEndpoints: 1000,
+    ownerCacheTtlMs: 60000,
+    deletedPodRetentionMs: 1000,
+    syncTimeoutMs: 500,
+  },
   health: { address: '[::1]:13134' },
   log: { level: 'debug' },
 };
@@ -174,6 +206,8 @@ const ENV_ROWS: EnvRow[] = [
   { name: 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', value: 'http://env-collector:4318/custom', get: (c) => [c.export.tracesEndpoint, c.export.traces?.url], want: ['http://env-collector:4318/custom', 'http://env-collector:4318/custom'] },
   { name: 'OTEL_EXPORTER_OTLP_METRICS_ENDPOINT', value: 'http://env-collector:4318/m', get: (c) => [c.export.metricsEndpoint, c.export.metrics?.url, c.export.traces?.url], want: ['http://env-collector:4318/m', 'http://env-collector:4318/m', 'https://collector.example.com:4318/v1/traces'] },
   { name: 'OTEL_METRIC_EXPORT_INTERVAL', value: '5000', get: (c) => c.export.metricsIntervalMs, want: 5000 },
+  { name: 'SIDELIGHT_K8S_ENABLED', value: 'true', get: (c) => c.k8s.enabled, want: 'true' },
+  { name: 'SIDELIGHT_K8S_CLUSTER_NAME', value: 'blue', get: (c) => c.k8s.clusterName, want: 'blue' },
   { name: 'OTEL_EXPORTER_OTLP_PROTOCOL', value: 'grpc', get: (c) => [c.export.protocol, c.export.traces?.url], want: ['grpc', 'https://collector.example.com:4318/'] },
   { name: 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL', value: 'http/json', get: (c) => [c.export.protocol, c.export.traces?.protocol], want: ['http/json', 'http/json'] },
   { name: 'OTEL_EXPORTER_OTLP_HEADERS', value: 'x-env=1, x-tenant = team%20b ', get: (c) => c.export.traces?.headers, want: { Authorization: 'Bearer file-token', 'x-tenant': 'team b', 'x-env': '1' } },
@@ -297,7 +331,7 @@ test('traces has no certificate key when none is configured', (t) => {
 
 const BAD_FILES: { file: string; key: string; message: (f: string) => string }[] = [
   { file: 'bad_unknown_key.yaml', key: 'capture.bites', message: (f) => `${f}: unknown key "capture.bites" (allowed: bytes, ringBufferBytes, wakeupBytes, pollIntervalMs, maxBatchBytes); did you mean "capture.bytes"?` },
-  { file: 'bad_unknown_top_key.yaml', key: 'exporter', message: (f) => `${f}: unknown key "exporter" (allowed: capture, filter, http, dns, limits, export, health, log); did you mean "export"?` },
+  { file: 'bad_unknown_top_key.yaml', key: 'exporter', message: (f) => `${f}: unknown key "exporter" (allowed: capture, filter, http, dns, limits, export, k8s, health, log); did you mean "export"?` },
   { file: 'bad_capture_bytes.yaml', key: 'capture.bytes', message: (f) => `${f}: capture.bytes: 9999 is not allowed: must be an integer from 16 to 4096` },
   { file: 'bad_protocol.yaml', key: 'export.protocol', message: (f) => `${f}: export.protocol: "http" is not allowed: must be one of grpc, http/protobuf, http/json` },
   { file: 'bad_ring_not_pow2.yaml', key: 'capture.ringBufferBytes', message: (f) => `${f}: capture.ringBufferBytes: 100000 is not allowed: must be a power of two from 65536 to 1073741824 (nearest: 65536 or 131072)` },
@@ -322,7 +356,7 @@ const BAD_FILES: { file: string; key: string; message: (f: string) => string }[]
   { file: 'bad_console.yaml', key: 'export.console', message: (f) => `${f}: export.console: "stdout" is not allowed: must be one of auto, always, never` },
   { file: 'bad_compression.yaml', key: 'export.compression', message: (f) => `${f}: export.compression: "zstd" is not allowed: must be one of gzip, none` },
   { file: 'bad_section_not_mapping.yaml', key: 'capture', message: (f) => `${f}: capture: 512 is not allowed: must be a mapping with keys bytes, ringBufferBytes, wakeupBytes, pollIntervalMs, maxBatchBytes` },
-  { file: 'bad_top_level_list.yaml', key: '', message: (f) => `${f}: top level: ["capture","filter"] is not allowed: must be a mapping with keys capture, filter, http, dns, limits, export, health, log` },
+  { file: 'bad_top_level_list.yaml', key: '', message: (f) => `${f}: top level: ["capture","filter"] is not allowed: must be a mapping with keys capture, filter, http, dns, limits, export, k8s, health, log` },
   { file: 'bad_header_name.yaml', key: 'export.headers["x api key"]', message: (f) => `${f}: export.headers["x api key"]: header name "x api key" is not allowed: must be an HTTP header name (letters, digits and !#$%&'*+-.^_\`|~)` },
   { file: 'bad_header_value_type.yaml', key: 'export.headers.authorization', message: (f) => `${f}: export.headers.authorization: number value (not shown: headers may carry credentials) is not allowed: must be a string` },
   { file: 'bad_resource_attribute_type.yaml', key: 'export.resourceAttributes["service.version"]', message: (f) => `${f}: export.resourceAttributes["service.version"]: 1.5 is not allowed: must be a string` },
@@ -469,7 +503,7 @@ test('header values never appear in error messages', (t) => {
 test('describeConfig of the defaults: one line per setting plus export.traces, no sources', (t) => {
   const text = describeConfig(defaultConfig());
   const lines = text.split('\n');
-  t.is(lines.length, 39); // 37 settings + the computed export.traces and export.metrics
+  t.is(lines.length, 52); // 50 settings + the computed export.traces and export.metrics
   t.is(lines[0], 'capture.bytes = 512');
   t.true(lines.includes('filter.cgroups.include = []'));
   t.true(lines.includes('export.headers = (none)'));
@@ -537,4 +571,14 @@ test('every environment variable is documented in config/default.yaml and docs/c
     t.true(yamlText.includes(name), `${name} missing from config/default.yaml`);
     t.true(docs.includes(name), `${name} missing from docs/config.md`);
   }
+});
+
+test('k8s.enabled accepts YAML booleans as well as auto/true/false', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sl-k8s-'));
+  for (const [yaml, want] of [['false', 'false'], ['true', 'true'], ['"false"', 'false'], ['auto', 'auto']] as const) {
+    writeFileSync(join(dir, 'c.yaml'), `k8s:\n  enabled: ${yaml}\n`);
+    t.is(loadConfig({ file: join(dir, 'c.yaml'), env: {} }).k8s.enabled, want);
+  }
+  writeFileSync(join(dir, 'c.yaml'), 'k8s:\n  enabled: maybe\n');
+  t.throws(() => loadConfig({ file: join(dir, 'c.yaml'), env: {} }), { message: /k8s\.enabled/ });
 });

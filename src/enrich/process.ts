@@ -20,8 +20,12 @@ import {
   ATTR_TELEMETRY_DISTRO_VERSION,
 } from '@opentelemetry/semantic-conventions';
 import type { AttrValue, ProcessRef } from '../receiver/span.js';
+import { readContainer, type CgroupContainer } from './container.js';
 import { isGoBinary } from './elf.js';
+import type { K8sMetadata, PodInfo } from './k8s.js';
+import { k8sResourceAttributes, mergeAbsent, podForContainer, type ProcessPod } from './k8s-resource.js';
 import {
+  ATTR_CONTAINER_ID,
   ATTR_HOST_NAME,
   ATTR_PROCESS_EXECUTABLE_NAME,
   ATTR_PROCESS_EXECUTABLE_PATH,
@@ -36,6 +40,10 @@ export interface ProcessCacheOptions {
   extraAttributes?: Record<string, string>;
   procRoot?: string;
   hostName?: string;
+  /** pod lookups (set once the agent has started its Kubernetes metadata; see setKubernetes) */
+  k8s?: Pick<K8sMetadata, 'podByContainerId' | 'podByUid'>;
+  /** k8s.cluster.name */
+  clusterName?: string;
 }
 
 export interface ProcessInfo {
@@ -49,12 +57,16 @@ export interface ProcessInfo {
   fromProc: boolean;
   /** a Go binary (goroutines move between threads: no thread-based parenting) */
   go?: boolean;
+  /** from /proc/<pid>/cgroup */
+  container?: CgroupContainer;
 }
 
 interface Entry {
   info: ProcessInfo;
   resource: Resource;
   readAt: number;
+  /** the pod the resource was built from: a different object now means rebuild */
+  pod: PodInfo | undefined;
 }
 
 export interface ProcessCacheStats {
@@ -119,7 +131,9 @@ const MISSING_TTL_MS = 5_000;
 export class ProcessCache {
   private readonly entries = new Map<number, Entry>();
   private readonly hints = new Map<number, ProcessHint>();
-  private readonly opts: Required<Omit<ProcessCacheOptions, 'extraAttributes'>> & { extraAttributes: Record<string, string> };
+  private readonly opts: Required<Omit<ProcessCacheOptions, 'extraAttributes' | 'k8s' | 'clusterName'>> & { extraAttributes: Record<string, string> };
+  private k8s: Pick<K8sMetadata, 'podByContainerId' | 'podByUid'> | undefined;
+  private clusterName: string | undefined;
   readonly stats: ProcessCacheStats = { lookups: 0, procReads: 0, procMissing: 0, fromKernel: 0, evicted: 0 };
 
   constructor(opts: ProcessCacheOptions) {
@@ -130,6 +144,14 @@ export class ProcessCache {
       procRoot: opts.procRoot ?? '/proc',
       hostName: opts.hostName ?? hostname(),
     };
+    this.k8s = opts.k8s;
+    this.clusterName = opts.clusterName;
+  }
+
+  /** Enrich with Kubernetes metadata from now on (resources are rebuilt as their pods are found). */
+  setKubernetes(k8s: Pick<K8sMetadata, 'podByContainerId' | 'podByUid'> | undefined, clusterName?: string): void {
+    this.k8s = k8s;
+    this.clusterName = clusterName;
   }
 
   get size(): number {
@@ -159,7 +181,17 @@ export class ProcessCache {
   }
 
   resource(p: ProcessRef): Resource {
-    return this.entry(p).resource;
+    const e = this.entry(p);
+    // its pod changed (found after sync, owners resolved, relabelled): same info, new resource
+    const c = e.info.container;
+    if (this.k8s && (c?.containerId !== undefined || c?.podUid !== undefined)) {
+      const where = this.podOf(e.info);
+      if (where?.pod !== e.pod) {
+        e.pod = where?.pod;
+        e.resource = resourceFromAttributes(this.attributes(e.info, where));
+      }
+    }
+    return e.resource;
   }
 
   private entry(p: ProcessRef): Entry {
@@ -175,7 +207,8 @@ export class ProcessCache {
       hit.readAt = now;
       return hit;
     }
-    const e: Entry = { info, resource: resourceFromAttributes(this.attributes(info)), readAt: now };
+    const where = this.podOf(info);
+    const e: Entry = { info, resource: resourceFromAttributes(this.attributes(info, where)), readAt: now, pod: where?.pod };
     this.entries.delete(p.tgid);
     if (this.entries.size >= this.opts.maxProcesses) {
       const oldest = this.entries.keys().next();
@@ -211,6 +244,7 @@ export class ProcessCache {
       executablePath: exePath,
       // through /proc/<pid>/exe: works across mount namespaces and for deleted binaries
       go: isGoBinary(`${dir}/exe`),
+      container: readContainer(p.tgid, this.opts.procRoot),
     };
   }
 
@@ -220,12 +254,28 @@ export class ProcessCache {
     return { pid, ...(serviceName ? { serviceName } : {}), resourceAttributes: attrs, fromProc: true };
   }
 
-  private attributes(info: ProcessInfo): Record<string, AttrValue> {
+  /** The process's pod and container (two map lookups: cheap enough for every span). */
+  private podOf(info: ProcessInfo): ProcessPod | undefined {
+    return this.k8s && info.container ? podForContainer(this.k8s, info.container) : undefined;
+  }
+
+  private attributes(info: ProcessInfo, where?: ProcessPod): Record<string, AttrValue> {
     const a: Record<string, AttrValue> = {
       ...this.opts.extraAttributes,
       ...info.resourceAttributes,
     };
-    a[ATTR_SERVICE_NAME] = info.serviceName ?? info.executableName;
+    if (where) {
+      // k8s.*, container.id, service.* from the pod; what the process or the config set wins
+      const k = k8sResourceAttributes(where.pod, where.containerName, info.serviceName, {
+        clusterName: this.clusterName ?? this.opts.extraAttributes['k8s.cluster.name'],
+        ...(where.containerId ? { containerId: where.containerId } : {}),
+      });
+      mergeAbsent(a, k);
+      a[ATTR_SERVICE_NAME] = k[ATTR_SERVICE_NAME]!;
+    } else {
+      a[ATTR_SERVICE_NAME] = info.serviceName ?? info.executableName;
+      if (info.container?.containerId && !(ATTR_CONTAINER_ID in a)) a[ATTR_CONTAINER_ID] = info.container.containerId;
+    }
     a[ATTR_PROCESS_PID] = info.pid;
     a[ATTR_PROCESS_EXECUTABLE_NAME] = info.executableName;
     if (info.executablePath) a[ATTR_PROCESS_EXECUTABLE_PATH] = info.executablePath;

@@ -33,6 +33,8 @@ const CASES: Record<string, CgroupContainer> = {
   containerd_pause_sandbox_v2: { containerId: PAUSE, runtime: 'containerd', podUid: POD },
   static_pod_systemd_v2: { containerId: CONTAINERD, runtime: 'containerd', podUid: STATIC_POD },
   kind_nested_v2: containerd,
+  // read from inside a container with its own cgroup namespace (hostPID agent): paths above its root are `/..`
+  cgroupns_private_relative_v2: containerd,
   crio_systemd_v2: crio,
   crio_systemd_v1: crio,
   crio_cgroupfs_v1: crio,

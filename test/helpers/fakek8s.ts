@@ -16,8 +16,8 @@
  *  - get: GET /.../namespaces/<ns>/<plural>/<name>, 404 Status when absent;
  *  - bearer-token auth (401 otherwise).
  * Faults: down()/up() (close the listener and every connection; listen again on the same
- * port), delayMs (every response waits), failNext(n, code) (the next n requests get a 5xx
- * Status), expireNextWatch() (the next watch gets the 410 ERROR event), compact() (drop the
+ * port), delayMs (every response waits), failNext(n, code) (the next n requests get an
+ * error Status: 5xx, or a 410 on a watch request), expireNextWatch() (the next watch gets the 410 ERROR event), compact() (drop the
  * history and end the open watches: clients resume with a too-old resourceVersion), and
  * closeWatches() (a normal server-side watch timeout). Objects are added, updated and
  * deleted at run time with apply()/remove(), and streamed to open watches.
@@ -41,7 +41,7 @@ export interface K8sObject {
     resourceVersion?: string;
     labels?: Record<string, string>;
     annotations?: Record<string, string>;
-    ownerReferences?: { apiVersion?: string; kind: string; name: string; uid: string; controller?: boolean }[];
+    ownerReferences?: { apiVersion?: string; kind: string; name: string; uid: string; controller?: boolean; blockOwnerDeletion?: boolean }[];
     [k: string]: unknown;
   };
   [k: string]: unknown;
@@ -243,7 +243,7 @@ export class FakeK8s {
 
   // ----------------------------------------------------------------- faults
 
-  /** The next `n` requests (lists, gets and watches) are answered with `code`. */
+  /** The next `n` requests (lists, gets and watches) are answered with `code` (500, 503, 410 ...) and a Status. */
   failNext(n: number, code = 500): void {
     this.failures = { remaining: n, code };
   }
@@ -255,6 +255,8 @@ export class FakeK8s {
 
   /** Forget the watch history (etcd compaction) and end open watches: resuming clients get 410. */
   compact(): void {
+    // as if other writes happened and were compacted away: every client is now behind
+    this.rv += 10;
     this.history.length = 0;
     this.oldestRv = this.rv + 1;
     this.snapshots.clear();
@@ -366,7 +368,8 @@ export class FakeK8s {
     if (this.failures.remaining > 0) {
       this.failures.remaining--;
       const c = this.failures.code;
-      this.reply(req, res, url, watch, c, status(c, c === 503 ? 'ServiceUnavailable' : 'InternalError', 'injected failure'));
+      const reason = { 410: 'Expired', 429: 'TooManyRequests', 503: 'ServiceUnavailable' }[c] ?? 'InternalError';
+      this.reply(req, res, url, watch, c, status(c, reason, 'injected failure'));
       return;
     }
     if (req.method !== 'GET') {
@@ -436,6 +439,8 @@ export class FakeK8s {
   private watch(req: IncomingMessage, res: ServerResponse, url: URL, def: ResourceDef, namespace: string | undefined, selector: FieldTerm[]): void {
     this.requests.push({ method: req.method ?? '', path: url.pathname, query: url.searchParams, watch: true, status: 200 });
     res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+    // the real server sends the headers at once: the client knows the watch is established
+    res.flushHeaders();
     const w: OpenWatch = { def, selector, res, ...(namespace !== undefined ? { namespace } : {}) };
     const rvText = url.searchParams.get('resourceVersion') ?? '';
     const from = Number(rvText || 0);
