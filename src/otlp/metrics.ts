@@ -19,7 +19,6 @@ import { ExportResultCode } from '@opentelemetry/core';
 import { OTLPMetricExporter as GrpcMetricExporter } from '@opentelemetry/exporter-metrics-otlp-grpc';
 import { OTLPMetricExporter as JsonMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
 import { OTLPMetricExporter as ProtoMetricExporter } from '@opentelemetry/exporter-metrics-otlp-proto';
-import { CompressionAlgorithm } from '@opentelemetry/otlp-exporter-base';
 import type { Resource } from '@opentelemetry/resources';
 import {
   AggregationTemporality,
@@ -39,13 +38,11 @@ import {
   ATTR_SERVER_PORT,
   ATTR_URL_SCHEME,
 } from '@opentelemetry/semantic-conventions';
-import { credentials, Metadata } from '@grpc/grpc-js';
-import { readFileSync } from 'node:fs';
 import { ATTR_DNS_QUESTION_NAME } from '../receiver/dns.js';
 import type { AttrValue, SidelightSpan } from '../receiver/span.js';
 import { AGENT_NAME, AGENT_VERSION } from '../version.js';
 import { hrTime } from './convert.js';
-import type { TracesExportConfig } from './sinks.js';
+import { exporterOptions, type TracesExportConfig } from './sinks.js';
 
 /** Semconv advisory buckets for HTTP and DNS durations, in seconds. */
 export const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
@@ -234,24 +231,9 @@ export function recordSpan(store: MetricStore, s: SidelightSpan, resource: Resou
 }
 
 export function createOtlpMetricExporter(c: TracesExportConfig): PushMetricExporter {
-  const compression = c.compression === 'gzip' ? CompressionAlgorithm.GZIP : CompressionAlgorithm.NONE;
-  const ca = c.certificate ? readFileSync(c.certificate) : undefined;
-  const userAgent = `${AGENT_NAME}/${AGENT_VERSION}`;
-  if (c.protocol === 'grpc') {
-    const metadata = new Metadata();
-    for (const [k, v] of Object.entries(c.headers)) metadata.set(k, v);
-    const secure = c.url.startsWith('https://') && !c.insecure;
-    return new GrpcMetricExporter({
-      url: c.url,
-      metadata,
-      compression,
-      timeoutMillis: c.timeoutMs,
-      userAgent,
-      credentials: secure ? credentials.createSsl(ca ?? null) : credentials.createInsecure(),
-    });
-  }
-  const common = { url: c.url, headers: c.headers, compression, timeoutMillis: c.timeoutMs, userAgent, ...(ca ? { httpAgentOptions: { ca } } : {}) };
-  return c.protocol === 'http/json' ? new JsonMetricExporter(common) : new ProtoMetricExporter(common);
+  const o = exporterOptions(c);
+  if (c.protocol === 'grpc') return new GrpcMetricExporter(o.grpc);
+  return c.protocol === 'http/json' ? new JsonMetricExporter(o.http) : new ProtoMetricExporter(o.http);
 }
 
 export interface MetricExportStats {

@@ -60,31 +60,37 @@ export interface SpanSink {
 
 const USER_AGENT = `${AGENT_NAME}/${AGENT_VERSION}`;
 
-export function createOtlpExporter(c: TracesExportConfig): SpanExporter {
+/** Constructor options for the OTLP exporters (traces and metrics alike), from our config. */
+export function exporterOptions(c: TracesExportConfig) {
   const compression = c.compression === 'gzip' ? CompressionAlgorithm.GZIP : CompressionAlgorithm.NONE;
   const ca = c.certificate ? readFileSync(c.certificate) : undefined;
-  if (c.protocol === 'grpc') {
-    const metadata = new Metadata();
-    for (const [k, v] of Object.entries(c.headers)) metadata.set(k, v);
-    const secure = c.url.startsWith('https://') && !c.insecure;
-    return new GrpcExporter({
+  const metadata = new Metadata();
+  for (const [k, v] of Object.entries(c.headers)) metadata.set(k, v);
+  const secure = c.url.startsWith('https://') && !c.insecure;
+  return {
+    grpc: {
       url: c.url,
       metadata,
       compression,
       timeoutMillis: c.timeoutMs,
       userAgent: USER_AGENT,
       credentials: secure ? credentials.createSsl(ca ?? null) : credentials.createInsecure(),
-    });
-  }
-  const common = {
-    url: c.url,
-    headers: c.headers,
-    compression,
-    timeoutMillis: c.timeoutMs,
-    userAgent: USER_AGENT,
-    ...(ca ? { httpAgentOptions: { ca } } : {}),
+    },
+    http: {
+      url: c.url,
+      headers: c.headers,
+      compression,
+      timeoutMillis: c.timeoutMs,
+      userAgent: USER_AGENT,
+      ...(ca ? { httpAgentOptions: { ca } } : {}),
+    },
   };
-  return c.protocol === 'http/json' ? new JsonExporter(common) : new ProtoExporter(common);
+}
+
+export function createOtlpExporter(c: TracesExportConfig): SpanExporter {
+  const o = exporterOptions(c);
+  if (c.protocol === 'grpc') return new GrpcExporter(o.grpc);
+  return c.protocol === 'http/json' ? new JsonExporter(o.http) : new ProtoExporter(o.http);
 }
 
 export class OtlpSink implements SpanSink {

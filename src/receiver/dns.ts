@@ -27,6 +27,7 @@ import type { MonotonicClock } from './clock.js';
 import type { KernelEvent } from './decode.js';
 import { Direction, EventType } from './layout.js';
 import type { AttrValue, ProcessRef, SidelightSpan } from './span.js';
+import { spanIds } from './spanbuild.js';
 import type { TraceCtx, TraceRegistry } from './trace.js';
 
 export const ATTR_DNS_QUESTION_NAME = 'dns.question.name';
@@ -314,12 +315,8 @@ export class DnsTracker {
       }
     }
     this.stats.spans++;
-    const ids = p.ctx.resolve();
     return {
-      traceId: ids.traceId,
-      spanId: ids.spanId,
-      ...(ids.parentSpanId ? { parentSpanId: ids.parentSpanId } : {}),
-      traceFlags: ids.flags,
+      ...spanIds(p.ctx),
       kind: 'client',
       name: `DNS ${p.type} ${p.name}`,
       startUnixNs: this.clock.toUnixNs(p.start),

@@ -16,16 +16,8 @@ import {
   ATTR_CLIENT_ADDRESS,
   ATTR_CLIENT_PORT,
   ATTR_ERROR_TYPE,
-  ATTR_HTTP_REQUEST_METHOD,
-  ATTR_HTTP_REQUEST_METHOD_ORIGINAL,
   ATTR_HTTP_RESPONSE_STATUS_CODE,
-  ATTR_NETWORK_LOCAL_ADDRESS,
-  ATTR_NETWORK_LOCAL_PORT,
-  ATTR_NETWORK_PEER_ADDRESS,
-  ATTR_NETWORK_PEER_PORT,
   ATTR_NETWORK_PROTOCOL_VERSION,
-  ATTR_NETWORK_TRANSPORT,
-  ATTR_NETWORK_TYPE,
   ATTR_RPC_METHOD,
   ATTR_RPC_STATUS_CODE,
   ATTR_RPC_SYSTEM_NAME,
@@ -45,9 +37,9 @@ import { parseHost, parseTarget } from './http.js';
 import { Http2Connection, type H2Event } from './http2.js';
 import { Direction } from './layout.js';
 import type { AttrValue, ProcessRef, SidelightSpan } from './span.js';
+import { connAttributes, setMethod, spanIds } from './spanbuild.js';
 import type { TraceCtx, TraceRegistry, Tuple } from './trace.js';
 
-const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH']);
 const MAX_STREAMS = 1000;
 
 interface Stream {
@@ -180,15 +172,7 @@ export class Http2Handler {
 
   private buildSpan(st: Stream, endMono: bigint, resetCode: number | undefined): SidelightSpan {
     const req = st.request;
-    const attrs: Record<string, AttrValue> = {
-      [ATTR_NETWORK_PROTOCOL_VERSION]: '2',
-      [ATTR_NETWORK_TRANSPORT]: 'tcp',
-      [ATTR_NETWORK_TYPE]: this.info.family === 4 ? 'ipv4' : 'ipv6',
-      [ATTR_NETWORK_PEER_ADDRESS]: this.info.remote.address,
-      [ATTR_NETWORK_PEER_PORT]: this.info.remote.port,
-      [ATTR_NETWORK_LOCAL_ADDRESS]: this.info.local.address,
-      [ATTR_NETWORK_LOCAL_PORT]: this.info.local.port,
-    };
+    const attrs: Record<string, AttrValue> = { [ATTR_NETWORK_PROTOCOL_VERSION]: '2', ...connAttributes(this.info) };
     const authority = parseHost(get(req, ':authority'));
     const serverAddress = this.role === 'server' ? (authority?.host ?? this.info.local.address) : (authority?.host ?? this.info.remote.address);
     const serverPort = this.role === 'server' ? (authority?.port ?? this.info.local.port) : (authority?.port ?? this.info.remote.port);
@@ -213,11 +197,7 @@ export class Http2Handler {
         if (isGrpcError(status.code, this.role)) error = status.name;
       }
     } else {
-      const rawMethod = get(req, ':method') ?? '';
-      const known = KNOWN_METHODS.has(rawMethod);
-      attrs[ATTR_HTTP_REQUEST_METHOD] = known ? rawMethod : '_OTHER';
-      if (!known) attrs[ATTR_HTTP_REQUEST_METHOD_ORIGINAL] = rawMethod;
-      name = known ? rawMethod : 'HTTP';
+      name = setMethod(attrs, get(req, ':method') ?? '');
       const target = parseTarget(path);
       const scheme = get(req, ':scheme') ?? 'http';
       if (this.role === 'server') {
@@ -237,13 +217,8 @@ export class Http2Handler {
       else if (status >= (this.role === 'server' ? 500 : 400)) error = String(status);
     }
     if (error !== undefined) attrs[ATTR_ERROR_TYPE] = error;
-    const ids = st.ctx.resolve();
     return {
-      traceId: ids.traceId,
-      spanId: ids.spanId,
-      ...(ids.parentSpanId ? { parentSpanId: ids.parentSpanId } : {}),
-      traceFlags: ids.flags,
-      ...(ids.tracestate !== undefined ? { traceState: ids.tracestate } : {}),
+      ...spanIds(st.ctx),
       kind: this.role,
       name,
       startUnixNs: this.clock.toUnixNs(st.start),

@@ -11,16 +11,8 @@ import {
   ATTR_CLIENT_ADDRESS,
   ATTR_CLIENT_PORT,
   ATTR_ERROR_TYPE,
-  ATTR_HTTP_REQUEST_METHOD,
-  ATTR_HTTP_REQUEST_METHOD_ORIGINAL,
   ATTR_HTTP_RESPONSE_STATUS_CODE,
-  ATTR_NETWORK_LOCAL_ADDRESS,
-  ATTR_NETWORK_LOCAL_PORT,
-  ATTR_NETWORK_PEER_ADDRESS,
-  ATTR_NETWORK_PEER_PORT,
   ATTR_NETWORK_PROTOCOL_VERSION,
-  ATTR_NETWORK_TRANSPORT,
-  ATTR_NETWORK_TYPE,
   ATTR_SERVER_ADDRESS,
   ATTR_SERVER_PORT,
   ATTR_URL_FULL,
@@ -34,6 +26,7 @@ import type { ConnInfo, KernelEvent } from './decode.js';
 import { Http1Parser, type Chunk, type Http1Event, type HttpHead } from './http1.js';
 import { Direction } from './layout.js';
 import type { AttrValue, ProcessRef, SidelightSpan } from './span.js';
+import { connAttributes, setMethod, spanIds } from './spanbuild.js';
 import type { TraceCtx, TraceRegistry, Tuple } from './trace.js';
 
 export type Role = 'server' | 'client';
@@ -60,9 +53,6 @@ export interface HttpStats {
 export function newHttpStats(): HttpStats {
   return { spans: 0, parseErrors: 0, unmatchedResponses: 0, pendingOverflow: 0, unanswered: 0 };
 }
-
-/** RFC 9110 methods plus PATCH: anything else is exported as `_OTHER`. */
-const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH']);
 
 interface Pending {
   head: HttpHead;
@@ -231,20 +221,11 @@ export class HttpConnection {
 
   private buildSpan(p: Pending, resp: HttpHead, endMono: bigint): SidelightSpan {
     const attrs: Record<string, AttrValue> = {};
-    const rawMethod = p.head.method ?? '';
-    const known = KNOWN_METHODS.has(rawMethod);
-    const method = known ? rawMethod : '_OTHER';
-    attrs[ATTR_HTTP_REQUEST_METHOD] = method;
-    if (!known) attrs[ATTR_HTTP_REQUEST_METHOD_ORIGINAL] = rawMethod;
+    const name = setMethod(attrs, p.head.method ?? '');
     const status = resp.status ?? 0;
     attrs[ATTR_HTTP_RESPONSE_STATUS_CODE] = status;
     attrs[ATTR_NETWORK_PROTOCOL_VERSION] = p.head.version;
-    attrs[ATTR_NETWORK_TRANSPORT] = 'tcp';
-    attrs[ATTR_NETWORK_TYPE] = this.info.family === 4 ? 'ipv4' : 'ipv6';
-    attrs[ATTR_NETWORK_PEER_ADDRESS] = this.info.remote.address;
-    attrs[ATTR_NETWORK_PEER_PORT] = this.info.remote.port;
-    attrs[ATTR_NETWORK_LOCAL_ADDRESS] = this.info.local.address;
-    attrs[ATTR_NETWORK_LOCAL_PORT] = this.info.local.port;
+    Object.assign(attrs, connAttributes(this.info));
 
     const target = parseTarget(p.head.target ?? '');
     const host = parseHost(header(p.head, 'host') ?? target.authority);
@@ -272,15 +253,10 @@ export class HttpConnection {
     if (isError) attrs[ATTR_ERROR_TYPE] = String(status);
 
     this.stats.spans++;
-    const ids = p.ctx.resolve();
     return {
-      traceId: ids.traceId,
-      spanId: ids.spanId,
-      ...(ids.parentSpanId ? { parentSpanId: ids.parentSpanId } : {}),
-      traceFlags: ids.flags,
-      ...(ids.tracestate !== undefined ? { traceState: ids.tracestate } : {}),
+      ...spanIds(p.ctx),
       kind: this.role,
-      name: method === '_OTHER' ? 'HTTP' : method,
+      name,
       startUnixNs: this.clock.toUnixNs(p.start),
       endUnixNs: this.clock.toUnixNs(endMono),
       attributes: attrs,

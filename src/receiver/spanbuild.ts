@@ -1,0 +1,56 @@
+/**
+ * spanbuild.ts — the pieces every protocol's span assembly shares: HTTP method
+ * normalisation (semconv known methods, `_OTHER`), the network.* attributes of a
+ * connection, and the trace ids resolved from a request's TraceCtx. Pure functions.
+ */
+import {
+  ATTR_HTTP_REQUEST_METHOD,
+  ATTR_HTTP_REQUEST_METHOD_ORIGINAL,
+  ATTR_NETWORK_LOCAL_ADDRESS,
+  ATTR_NETWORK_LOCAL_PORT,
+  ATTR_NETWORK_PEER_ADDRESS,
+  ATTR_NETWORK_PEER_PORT,
+  ATTR_NETWORK_TRANSPORT,
+  ATTR_NETWORK_TYPE,
+} from '@opentelemetry/semantic-conventions';
+import type { ConnInfo } from './decode.js';
+import type { AttrValue, SidelightSpan } from './span.js';
+import type { TraceCtx } from './trace.js';
+
+/** RFC 9110 methods plus PATCH: anything else is exported as `_OTHER`. */
+const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH']);
+
+/** Sets http.request.method (and _original for unknown ones); returns the span name. */
+export function setMethod(attrs: Record<string, AttrValue>, raw: string): string {
+  if (KNOWN_METHODS.has(raw)) {
+    attrs[ATTR_HTTP_REQUEST_METHOD] = raw;
+    return raw;
+  }
+  attrs[ATTR_HTTP_REQUEST_METHOD] = '_OTHER';
+  attrs[ATTR_HTTP_REQUEST_METHOD_ORIGINAL] = raw;
+  return 'HTTP';
+}
+
+/** network.transport/type and the peer and local endpoints of a connection. */
+export function connAttributes(info: ConnInfo, transport: 'tcp' | 'udp' = 'tcp'): Record<string, AttrValue> {
+  return {
+    [ATTR_NETWORK_TRANSPORT]: transport,
+    [ATTR_NETWORK_TYPE]: info.family === 4 ? 'ipv4' : 'ipv6',
+    [ATTR_NETWORK_PEER_ADDRESS]: info.remote.address,
+    [ATTR_NETWORK_PEER_PORT]: info.remote.port,
+    [ATTR_NETWORK_LOCAL_ADDRESS]: info.local.address,
+    [ATTR_NETWORK_LOCAL_PORT]: info.local.port,
+  };
+}
+
+/** The span's trace fields, resolved now (see trace.ts). */
+export function spanIds(ctx: TraceCtx): Pick<SidelightSpan, 'traceId' | 'spanId' | 'parentSpanId' | 'traceFlags' | 'traceState'> {
+  const ids = ctx.resolve();
+  return {
+    traceId: ids.traceId,
+    spanId: ids.spanId,
+    ...(ids.parentSpanId ? { parentSpanId: ids.parentSpanId } : {}),
+    traceFlags: ids.flags,
+    ...(ids.tracestate !== undefined ? { traceState: ids.tracestate } : {}),
+  };
+}
