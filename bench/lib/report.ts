@@ -2,7 +2,7 @@
  * report.ts (bench) — renders results.md and machine.md from the results object bench.ts
  * writes as results.json. Pure functions of that object.
  */
-import type { AgentSummary, Arm, ArmRun, Results } from '../bench.js';
+import type { AgentSummary, Arm, ArmRun, LatencySummary, Results } from '../bench.js';
 
 const ARMS: Arm[] = ['A', 'B', 'C', 'D'];
 const NAMES: Record<Arm, string> = {
@@ -21,6 +21,7 @@ function ratio(x: number): string {
 }
 function pct(r: number): string {
   if (!Number.isFinite(r)) return '–';
+  if (r >= 10) return `×${f(r)}`;
   const p = (r - 1) * 100;
   return `${p >= 0 ? '+' : ''}${p.toFixed(1)}%`;
 }
@@ -47,67 +48,95 @@ export function renderResults(r: Results, linkPrefix: string): string {
   const B = s.arms.B;
   const bT = s.agent.B.throughput;
   const bF = s.agent.B.fixed;
+  const bL = s.agent.B.low;
 
   L.push(`# Sidelight benchmark — ${r.meta.date.slice(0, 10)} (${r.meta.sha}, ${r.meta.mode} run)`);
   L.push('');
+  if (r.meta.mode === 'smoke') {
+    L.push('_Smoke run: a check that every part of the benchmark works, with a light load and one short round. Its numbers are not measurements._', '');
+  }
   L.push(
     `Issue 9's benchmark: ${c.rounds} interleaved round(s) of arms A B C D on ${r.machine.nproc} vCPU (${r.machine.cpuModel}), ` +
       `loopback, nginx \`return 200\` (one worker, keep-alive). Throughput: wrk -t${c.threads} -c${c.conns}, ${c.seconds} s per arm. ` +
-      `Latency: constant ${f(r.meta.fixedRate)} rps (50% of A's median throughput), ${c.rateSeconds} s per arm (first ${c.rateWarmupSeconds} s not recorded), ` +
+      `Latency: constant ${f(r.meta.fixedRate)} rps (50% of A's median throughput${r.meta.mode === 'smoke' ? ', capped at 5,000 in a smoke run' : ''}) and ${f(c.lowRate)} rps, ${c.rateSeconds} s per arm (first ${c.rateWarmupSeconds} s not recorded), ` +
       `${c.conns} connections, measured from each request's intended send time. **Ratios are from this one run; absolute numbers ` +
-      `from different runs are not comparable** (shared, noisy vCPUs: ${f(s.steal.percent, 1)}% steal during the rounds). ` +
+      `from different runs are not comparable** (shared, noisy vCPUs: ${f(s.steal.percent, 1)}% steal during the rounds; other processes used up to ` +
+      `${f(Math.max(0, ...r.runs.map((x) => x.foreignCpuPercent ?? 0)), 1)}% of the machine during an arm, see Rounds). ` +
       `Machine: [machine.md](${linkPrefix}machine.md); raw numbers: [results.json](${linkPrefix}results.json). Run time ${f(r.meta.wallSeconds)} s.`,
   );
   L.push('');
+  for (const e of r.errors ?? []) L.push(`**Failed:** ${e.split('\n')[0]}`, '');
   if (r.meta.chart) L.push(`![throughput and latency per arm](${linkPrefix}${r.meta.chart})`, '');
   else L.push(`_${r.meta.chartNote}_`, '');
 
+  const lat = (x: LatencySummary): string => (x.sustained ? '' : ' ⚠');
   L.push('## Arms (medians over rounds)');
   L.push('');
-  L.push('| arm | | throughput (rps) | ratio to A | p50 at fixed rate (µs) | vs A | p99 at fixed rate (µs) | vs A | achieved fixed rate | origin nginx CPU µs/req |');
-  L.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+  L.push(
+    `| arm | | throughput (rps) | ratio to A | p50 at ${f(r.meta.fixedRate)} rps (µs) | vs A | p99 at ${f(r.meta.fixedRate)} rps (µs) | vs A | ` +
+      `p50 at ${f(c.lowRate)} rps (µs) | vs A | p99 at ${f(c.lowRate)} rps (µs) | vs A |`,
+  );
+  L.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const a of ARMS) {
     const x = s.arms[a];
+    const vs = (v: number): string => (a === 'A' ? '' : pct(v));
     L.push(
-      `| ${a} | ${NAMES[a]} | ${f(x.rpsMedian)} | ${ratio(x.rpsRatio)} | ${f(x.p50UsMedian)} | ${a === 'A' ? '' : pct(x.p50Ratio)} | ${f(x.p99UsMedian)} | ${a === 'A' ? '' : pct(x.p99Ratio)} | ${f(x.fixedAchievedMedian)}${x.fixedUnsent ? ` (${f(x.fixedUnsent)} unsent)` : ''} | ${f(x.originCpuUsPerRequest, 1)} |`,
+      `| ${a} | ${NAMES[a]} | ${f(x.rpsMedian)} | ${ratio(x.rpsRatio)} | ` +
+        `${f(x.fixed.p50UsMedian)}${lat(x.fixed)} | ${vs(x.fixed.p50Ratio)} | ${f(x.fixed.p99UsMedian)}${lat(x.fixed)} | ${vs(x.fixed.p99Ratio)} | ` +
+        `${f(x.low.p50UsMedian)}${lat(x.low)} | ${vs(x.low.p50Ratio)} | ${f(x.low.p99UsMedian)}${lat(x.low)} | ${vs(x.low.p99Ratio)} |`,
     );
   }
   L.push('');
+  const unsustained = ARMS.flatMap((a) =>
+    (['fixed', 'low'] as const)
+      .filter((ph) => !s.arms[a][ph].sustained)
+      .map((ph) => `${a} at ${f(s.arms[a][ph].rate)} rps (achieved ${f(s.arms[a][ph].achievedMedian)}${s.arms[a][ph].unsent ? `, ${f(s.arms[a][ph].unsent)} never sent` : ''})`),
+  );
+  L.push(
+    `Fixed rates: ${f(r.meta.fixedRate)} rps is issue 9's 50% of A's median throughput; ${f(c.lowRate)} rps is a second rate every arm should sustain here. ` +
+      (unsustained.length
+        ? `⚠ = the arm could not sustain the rate (its capacity on these 2 vCPUs is below it): requests queue, and latency measured from the intended send time grows with the length of the run, so those figures say "saturated", not how slow: ${unsustained.join('; ')}.`
+        : 'Every arm sustained both rates.'),
+  );
+  L.push('');
   const cProxy = s.arms.C.proxyCpuUsPerRequest;
   L.push(
-    `Sidecar cost (C/A): throughput ${ratio(s.arms.C.rpsRatio)}, p50 ${pct(s.arms.C.p50Ratio)}, p99 ${pct(s.arms.C.p99Ratio)}` +
+    `Sidecar cost (C/A): throughput ${ratio(s.arms.C.rpsRatio)}, p50 ${pct(s.arms.C.low.p50Ratio)} and p99 ${pct(s.arms.C.low.p99Ratio)} at ${f(c.lowRate)} rps` +
       (cProxy !== null ? `, plus ${f(cProxy, 1)} µs of proxy CPU per request.` : '.') +
-      ` Sidelight (B/A): throughput ${ratio(B.rpsRatio)}, p50 ${pct(B.p50Ratio)}, p99 ${pct(B.p99Ratio)}. ` +
-      `Tracepoint tax alone (D/A): throughput ${ratio(s.arms.D.rpsRatio)}, p99 ${pct(s.arms.D.p99Ratio)}.`,
+      ` Sidelight (B/A): throughput ${ratio(B.rpsRatio)}, p50 ${pct(B.low.p50Ratio)} and p99 ${pct(B.low.p99Ratio)} at ${f(c.lowRate)} rps. ` +
+      `Tracepoint tax alone (D/A): throughput ${ratio(s.arms.D.rpsRatio)}, p99 ${pct(s.arms.D.low.p99Ratio)} at ${f(c.lowRate)} rps. ` +
+      `CPU of the origin nginx worker per request (max load): ${ARMS.map((a) => `${a} ${f(s.arms[a].originCpuUsPerRequest, 1)} µs`).join(', ')} ` +
+      '(in B and D the probes run in the context of nginx and wrk, so their time shows up here).',
   );
   L.push('');
 
   L.push('## The agent (arms B and D)');
   L.push('');
-  L.push('| | B, max load (wrk) | B, fixed rate | D, max load | D, fixed rate |');
-  L.push('|---|---:|---:|---:|---:|');
-  const cols: AgentSummary[] = [bT, bF, s.agent.D.throughput, s.agent.D.fixed];
+  L.push(`| | B, max load (wrk) | B, ${f(r.meta.fixedRate)} rps | B, ${f(c.lowRate)} rps | D, max load | D, ${f(r.meta.fixedRate)} rps | D, ${f(c.lowRate)} rps |`);
+  L.push('|---|---:|---:|---:|---:|---:|---:|');
+  const cols: AgentSummary[] = [bT, bF, bL, s.agent.D.throughput, s.agent.D.fixed, s.agent.D.low];
   const row = (label: string, get: (a: AgentSummary) => string): void => {
     L.push(`| ${label} | ${cols.map(get).join(' | ')} |`);
   };
   row('agent CPU per request (µs)', (a) => f(a.cpuUsPerRequest, 2));
   row('agent CPU per exported span (µs)', (a) => f(a.cpuUsPerSpan, 2));
-  row('BPF time per request (ns, all probes, system-wide)', (a) => f(a.bpfNsPerRequest));
+  row('BPF time per request (ns, all probe runs, system-wide)', (a) => f(a.bpfNsPerRequest));
   row('BPF time per probe run (ns)', (a) => f(a.bpfNsPerRun));
   row('agent RSS steady (MiB, median of 2nd half)', (a) => f(a.rssSteadyMiB, 1));
   row('agent RSS max sampled / VmHWM (MiB)', (a) => `${f(a.rssMaxMiB, 1)} / ${f(a.hwmMiB, 1)}`);
   row('ring buffer full (records lost)', (a) => f(a.ringbufFull));
   row('export queue full / export failed (spans)', (a) => `${f(a.droppedQueueFull)} / ${f(a.droppedExportFailed)}`);
-  row('requests sent (wrk / rategen)', (a) => f(a.requests));
-  row('spans exported', (a) => f(a.exported));
-  row('spans exported per request (expect 2: nginx SERVER + wrk CLIENT)', (a) => f(a.spansPerRequest, 3));
+  row('requests sent (all rounds)', (a) => f(a.requests));
+  row('spans exported (all rounds)', (a) => f(a.exported));
+  row('spans exported per request (2 expected: nginx SERVER + wrk CLIENT)', (a) => f(a.spansPerRequest, 3));
   row('Collector CPU per request (µs)', (a) => f(a.collectorCpuUsPerRequest, 2));
   L.push('');
   L.push(
-    'Agent CPU: utime+stime of the agent process from /proc/<pid>/stat, from just before the load to when the agent has drained ' +
-      '(its queue empty and its counters still), divided by requests sent. BPF time: the sum of run_time_ns over the agent\'s probes ' +
-      '(it enables bpf stats itself), same window; it counts every syscall of the machine that enters the probes, not only the ' +
-      'benchmark\'s. Both ends of each request are on this machine, so each request is two spans (wrk is an HTTP/1 client over TCP too).',
+    'Agent CPU: utime+stime of the agent process (all threads) from /proc/<pid>/stat, from just before the load until the agent ' +
+      'has drained (no new records or spans, almost nothing queued), divided by requests sent. BPF time: the sum of run_time_ns over the ' +
+      "agent's probes (it enables BPF stats itself) over the same window; it counts every syscall of the machine that enters the " +
+      "probes, not only the benchmark's. Both ends of each request run here, so a request is two spans (wrk is an HTTP/1 client " +
+      'over TCP too, traced like any other). Requests = wrk\'s count, or every request rategen sent (warm-up included).',
   );
   L.push('');
 
@@ -115,44 +144,48 @@ export function renderResults(r: Results, linkPrefix: string): string {
   L.push('');
   L.push('| measure | target | measured | |');
   L.push('|---|---|---|---|');
-  L.push(`| throughput B/A | ≥ 0.95 | ${ratio(B.rpsRatio)} | ${met(Number.isFinite(B.rpsRatio) ? B.rpsRatio >= 0.95 : undefined)} |`);
-  L.push(`| p99 at fixed 50% load, B vs A | ≤ +3% | ${pct(B.p99Ratio)} (${f(B.p99UsMedian)} vs ${f(s.arms.A.p99UsMedian)} µs) | ${met(Number.isFinite(B.p99Ratio) ? B.p99Ratio <= 1.03 : undefined)} |`);
-  L.push(`| BPF time per HTTP request | ≤ 0.5 µs | ${f(bT.bpfNsPerRequest)} ns at max load, ${f(bF.bpfNsPerRequest)} ns at fixed rate | ${met(Number.isFinite(bT.bpfNsPerRequest) ? Math.max(bT.bpfNsPerRequest, bF.bpfNsPerRequest) <= 500 : undefined)} |`);
-  L.push(`| agent CPU per exported span | ≤ 10 µs | ${f(bF.cpuUsPerSpan, 2)} µs at fixed rate, ${f(bT.cpuUsPerSpan, 2)} µs at max load | ${met(Number.isFinite(bF.cpuUsPerSpan) ? Math.max(bF.cpuUsPerSpan, bT.cpuUsPerSpan) <= 10 : undefined)} |`);
+  L.push(`| throughput B/A | ≥ 0.95 | ${ratio(B.rpsRatio)} (${f(B.rpsMedian)} vs ${f(s.arms.A.rpsMedian)} rps) | ${met(Number.isFinite(B.rpsRatio) ? B.rpsRatio >= 0.95 : undefined)} |`);
+  L.push(
+    `| p99 at fixed 50% load, B vs A | ≤ +3% | ${pct(B.fixed.p99Ratio)} (${f(B.fixed.p99UsMedian)} vs ${f(s.arms.A.fixed.p99UsMedian)} µs at ${f(r.meta.fixedRate)} rps${B.fixed.sustained ? '' : `; B saturated: achieved ${f(B.fixed.achievedMedian)} rps`}); at ${f(c.lowRate)} rps ${pct(B.low.p99Ratio)} | ${met(Number.isFinite(B.fixed.p99Ratio) ? B.fixed.p99Ratio <= 1.03 : undefined)} |`,
+  );
+  const bpfMax = Math.max(bT.bpfNsPerRequest, bF.bpfNsPerRequest);
+  L.push(`| BPF time per HTTP request | ≤ 0.5 µs | ${f(bT.bpfNsPerRequest)} ns at max load, ${f(bF.bpfNsPerRequest)} ns at ${f(r.meta.fixedRate)} rps, ${f(bL.bpfNsPerRequest)} ns at ${f(c.lowRate)} rps (D, nothing recorded: ${f(s.agent.D.throughput.bpfNsPerRequest)} ns) | ${met(Number.isFinite(bpfMax) ? bpfMax <= 500 : undefined)} |`);
+  const cpuMax = Math.max(bT.cpuUsPerSpan, bF.cpuUsPerSpan, bL.cpuUsPerSpan);
+  L.push(`| agent CPU per exported span | ≤ 10 µs | ${f(bL.cpuUsPerSpan, 2)} µs at ${f(c.lowRate)} rps, ${f(bF.cpuUsPerSpan, 2)} µs at ${f(r.meta.fixedRate)} rps, ${f(bT.cpuUsPerSpan, 2)} µs at max load | ${met(Number.isFinite(cpuMax) ? cpuMax <= 10 : undefined)} |`);
   const ceiling = k.drain?.recordsPerSec;
-  L.push(`| kernel → JS ceiling | ≥ 1 M events/s | ${ceiling !== undefined ? `${f(ceiling / 1e6, 2)} M records/s` : `failed: ${k.error ?? '?'}`} | ${met(ceiling !== undefined ? ceiling >= 1e6 : undefined)} |`);
+  L.push(`| kernel → JS ceiling | ≥ 1 M events/s | ${ceiling !== undefined ? `${f(ceiling / 1e6, 2)} M records/s (drain), ${f((k.live?.recordsPerSec ?? NaN) / 1e6, 2)} M/s live with one producer` : `failed: ${k.error ?? '?'}`} | ${met(ceiling !== undefined ? ceiling >= 1e6 : undefined)} |`);
   const rssRun = s.targets.find((t) => t.rate?.rate === 10_000) ?? t10;
   L.push(
-    `| agent RSS steady at 10k rps | ≤ 100 MiB | ${rssRun?.agent ? `${f(rssRun.agent.rssSteadyMiB, 1)} MiB at ${f(rssRun.rate?.rate)} rps (max ${f(rssRun.agent.rssMaxMiB, 1)})` : '–'} | ${met(rssRun?.agent ? rssRun.agent.rssSteadyMiB <= 100 : undefined)} |`,
+    `| agent RSS steady at 10k rps | ≤ 100 MiB | ${rssRun?.agent ? `${f(rssRun.agent.rssSteadyMiB, 1)} MiB at ${f(rssRun.rate?.rate)} rps (max ${f(rssRun.agent.rssMaxMiB, 1)}); ${f(s.agent.D.low.rssSteadyMiB, 1)} MiB with nothing recorded (arm D)` : '–'} | ${met(rssRun?.agent ? rssRun.agent.rssSteadyMiB <= 100 : undefined)} |`,
   );
   const dropRun = s.targets.find((t) => t.rate?.rate === 20_000) ?? t20;
   const dr = dropRun?.agent;
   L.push(
-    `| drops at 20k rps | 0 (and counted when not) | ${dr ? `${f(dr.drops)} at ${f(dropRun?.rate?.rate)} rps (ring ${f(dr.kernel.ringbuf_full ?? 0)}, queue ${f(dr.droppedQueueFull)}, export ${f(dr.droppedExportFailed)}); achieved ${f(dropRun?.rate?.achievedRps)} rps` : '–'} | ${met(dr ? dr.drops === 0 : undefined)} |`,
+    `| drops at 20k rps | 0 (and counted when not) | ${dr ? `${f(dr.drops)} at ${f(dropRun?.rate?.rate)} rps (ring buffer ${f(dr.kernel.ringbuf_full ?? 0)} records, export queue ${f(dr.droppedQueueFull)}, export failed ${f(dr.droppedExportFailed)} spans); all counted in /healthz` : '–'} | ${met(dr ? dr.drops === 0 : undefined)} |`,
   );
   const delayP99 = Math.max(...s.targets.map((t) => t.delay?.p99Ms ?? NaN));
   L.push(
     `| span visible at the sink after request end | p99 ≤ 2 s | ${s.targets.map((t) => `p99 ${f(t.delay?.p99Ms)} ms (p50 ${f(t.delay?.p50Ms)}) at ${f(t.rate?.rate)} rps`).join('; ')} | ${met(Number.isFinite(delayP99) ? delayP99 <= 2000 : undefined)} |`,
   );
-  L.push(`| sidecar comparison C/A | reported | throughput ${ratio(s.arms.C.rpsRatio)}, p99 ${pct(s.arms.C.p99Ratio)} | |`);
+  L.push(`| sidecar comparison C/A | reported | throughput ${ratio(s.arms.C.rpsRatio)}; p99 ${pct(s.arms.C.low.p99Ratio)} at ${f(c.lowRate)} rps, ${pct(s.arms.C.fixed.p99Ratio)} at ${f(r.meta.fixedRate)} rps | |`);
   L.push('');
   if (s.targets.length) {
-    L.push('Targets phase (arm B alone, exporting to the Collector\'s file exporter so arrival can be timed):');
+    L.push("Targets phase (arm B alone, one agent for both rates, exporting to the Collector's file exporter so arrival can be timed):");
     L.push('');
-    L.push('| rate | achieved | agent CPU µs/span | RSS steady / max (MiB) | drops | SERVER spans | CLIENT spans | requests | visible after end p50 / p99 / max (ms) |');
-    L.push('|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+    L.push('| rate | achieved | p99 (µs) | agent CPU µs/span | RSS steady / max (MiB) | drops | SERVER spans | CLIENT spans | requests | visible after end p50 / p99 / max (ms) |');
+    L.push('|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
     for (const t of s.targets) {
       const a = t.agent!;
       const d = t.delay!;
       L.push(
-        `| ${f(t.rate?.rate)} | ${f(t.rate?.achievedRps)} | ${f(a.cpuUsPerSpan, 2)} | ${f(a.rssSteadyMiB, 1)} / ${f(a.rssMaxMiB, 1)} | ${f(a.drops)} | ${f(d.serverSpans)} | ${f(d.clientSpans)} | ${f(t.requests)} | ${f(d.p50Ms)} / ${f(d.p99Ms)} / ${f(d.maxMs)} |`,
+        `| ${f(t.rate?.rate)} | ${f(t.rate?.achievedRps)} | ${f(t.rate?.p99Us)} | ${f(a.cpuUsPerSpan, 2)} | ${f(a.rssSteadyMiB, 1)} / ${f(a.rssMaxMiB, 1)} | ${f(a.drops)} | ${f(d.serverSpans)} | ${f(d.clientSpans)} | ${f(t.requests)} | ${f(d.p50Ms)} / ${f(d.p99Ms)} / ${f(d.maxMs)} |`,
       );
     }
     L.push('');
     L.push(
-      'Visible after end = the time the Collector\'s file exporter output covered the span (file size sampled every 20 ms; ' +
-        'the exporter flushes every 20 ms) minus the span\'s end time. It includes the agent\'s poll interval (100 ms), its batching ' +
-        '(512 spans or 1 s), the gRPC export and the Collector; it overstates by up to ~40 ms.',
+      "Visible after end = when the Collector's file exporter output first covered the span (file size sampled every 20 ms; " +
+        "the exporter flushes every 20 ms) minus the span's end time: the agent's ring-buffer poll (100 ms) and batching (512 spans " +
+        'or 1 s), the gRPC export and the Collector; it overstates by up to ~40 ms. SERVER/CLIENT spans count those whose server.port is the origin.',
     );
     L.push('');
   }
@@ -198,7 +231,9 @@ export function renderResults(r: Results, linkPrefix: string): string {
     L.push('## Where the agent spends its CPU');
     L.push('');
     L.push(
-      `\`node --cpu-prof dist/cli.js run\` (arm B's config) under ${f(pr.rate)} rps for ${pr.seconds} s: ${f(pr.totalMs - pr.idleMs)} ms busy ` +
+      `The agent (arm B's config, \`node --inspect dist/cli.js run\`) profiled by V8's sampling profiler (1 ms) over the inspector, started once ` +
+        `the agent was ready — \`--cpu-prof\` from process start makes the BPF program load fail (EAGAIN: the profiler's SIGPROF ` +
+        `interrupts the verifier). Load: ${f(pr.rate)} rps for ${pr.seconds} s, then the drain: ${f(pr.totalMs - pr.idleMs)} ms busy ` +
         `on the main thread out of ${f(pr.totalMs)} ms (GC ${f((pr.gcMs / Math.max(1, pr.totalMs - pr.idleMs)) * 100, 1)}% of busy). ` +
         `Profile: \`agent.cpuprofile.gz\` (open in Chrome DevTools or speedscope).`,
     );
@@ -217,7 +252,33 @@ export function renderResults(r: Results, linkPrefix: string): string {
   L.push('');
   L.push(...roundsTable(r.runs, 'throughput', 'throughput (rps)', (x) => f(x.rps)));
   L.push(...roundsTable(r.runs, 'fixed', `p99 at ${f(r.meta.fixedRate)} rps (µs)`, (x) => f(x.rate?.p99Us)));
-  L.push(...roundsTable(r.runs, 'fixed', `p50 at ${f(r.meta.fixedRate)} rps (µs)`, (x) => f(x.rate?.p50Us)));
+  L.push(...roundsTable(r.runs, 'low', `p50 at ${f(c.lowRate)} rps (µs)`, (x) => f(x.rate?.p50Us)));
+  L.push(...roundsTable(r.runs, 'low', `p99 at ${f(c.lowRate)} rps (µs)`, (x) => f(x.rate?.p99Us)));
+
+  const phases = ['throughput', 'fixed', 'low', 'target'] as const;
+  L.push('| CPU used by other processes during the arm (% of the machine, max over rounds) | ' + phases.join(' | ') + ' |');
+  L.push(`|---|${phases.map(() => '---:').join('|')}|`);
+  for (const a of ARMS) {
+    L.push(
+      `| ${a} | ${phases
+        .map((ph) => {
+          const v = r.runs.filter((x) => x.arm === a && x.phase === ph).map((x) => x.foreignCpuPercent);
+          return v.length ? f(Math.max(...v), 1) : '–';
+        })
+        .join(' | ')} |`,
+    );
+  }
+  L.push('');
+  L.push(
+    "Other processes = the machine's user+system CPU time (/proc/stat) during the load minus that of the benchmark's own " +
+      'processes (this one and its descendants, reaped children included) and of kernel threads: other people\'s builds and ' +
+      'tests on a shared machine. ' +
+      `An arm during which they used more than ${r.meta.config.maxForeignPercent}% was repeated after waiting for quiet, ` +
+      `at most ${r.meta.config.retries} times; ${r.discarded.length} attempt(s) were discarded` +
+      (r.discarded.length ? ` (${r.discarded.map((d) => `${d.phase} r${d.round} ${d.arm}: ${f(d.foreignCpuPercent)}%`).join(', ')}); they are in results.json under \`discarded\`.` : '.') +
+      ' Values still above the threshold are arms that stayed busy after the last retry.',
+  );
+  L.push('');
 
   L.push('## Method');
   L.push('');

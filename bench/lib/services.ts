@@ -219,7 +219,7 @@ export interface AgentOptions {
   endpoint: string;
   /** ports excluded by the kernel filter (arm D) */
   excludePorts?: number[];
-  /** extra node flags: the agent is then run as `node FLAGS dist/cli.js run` (profiling) */
+  /** extra node flags: the agent is then run as `node --enable-source-maps FLAGS dist/cli.js run` (profiling) */
   nodeFlags?: string[];
   name: string;
 }
@@ -244,7 +244,7 @@ export async function startAgent(o: AgentOptions): Promise<AgentHandle> {
   writeFileSync(cfg, `${lines.join('\n')}\n`);
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('OTEL_') && !k.startsWith('SIDELIGHT_')));
   const t = o.nodeFlags
-    ? spawnTracked(join(REPO, '.tools', 'node', 'bin', 'node'), [...o.nodeFlags, join(REPO, 'dist', 'cli.js'), 'run', '--config', cfg], { env, cwd: REPO })
+    ? spawnTracked(join(REPO, '.tools', 'node', 'bin', 'node'), ['--enable-source-maps', ...o.nodeFlags, join(REPO, 'dist', 'cli.js'), 'run', '--config', cfg], { env, cwd: REPO })
     : spawnTracked(join(REPO, 'bin', 'sidelight'), ['run', '--config', cfg], { env, cwd: REPO });
   const healthUrl = `http://127.0.0.1:${healthPort}`;
   const end = Date.now() + 30_000;

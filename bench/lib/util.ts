@@ -6,15 +6,20 @@
  * and on SIGINT/SIGTERM by bench.ts) signals only those, by pid. Single-threaded.
  */
 import { spawn, execFileSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
+import { cpus } from 'node:os';
 import { performance } from 'node:perf_hooks';
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** Wall-clock Unix time in nanoseconds, sub-millisecond resolution. */
+/**
+ * Wall-clock Unix time in nanoseconds (millisecond resolution). Date.now(), not
+ * performance.timeOrigin + now(): the latter does not follow steps of the system clock, which a
+ * VM's clock takes, and the agent stamps spans with the system clock.
+ */
 export function wallNs(): bigint {
-  return BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6));
+  return BigInt(Date.now()) * 1_000_000n;
 }
 
 const tracked = new Set<ChildProcess>();
@@ -150,6 +155,81 @@ export function memory(pid: number): { rss: number; hwm: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0) * 1024;
   return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
+}
+
+interface ProcSample {
+  ppid: number;
+  /** utime + stime */
+  cpuTicks: number;
+  /** cutime + cstime: reaped children */
+  childTicks: number;
+  kthread: boolean;
+}
+
+function procSnapshot(): Map<number, ProcSample> {
+  const out = new Map<number, ProcSample>();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      // after "(comm)": state=0 ppid=1 ... flags=6 ... utime=11 stime=12 cutime=13 cstime=14
+      const flags = Number(f[6]);
+      out.set(Number(name), {
+        ppid: Number(f[1]),
+        cpuTicks: Number(f[11]) + Number(f[12]),
+        childTicks: Number(f[13]) + Number(f[14]),
+        kthread: (flags & 0x00200000) !== 0, // PF_KTHREAD
+      });
+    } catch {
+      /* exited meanwhile */
+    }
+  }
+  return out;
+}
+
+/** user + nice + system ticks of the whole machine (/proc/stat; irq, softirq, steal, idle excluded). */
+function machineBusyTicks(): number {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  return (f[0] ?? 0) + (f[1] ?? 0) + (f[2] ?? 0);
+}
+
+/**
+ * CPU used by other people's work between start() and stop(), as a percentage of the whole
+ * machine: the machine's user+system time minus that of this process and its descendants
+ * (reaped children included) and of kernel threads. Processes born and gone inside the window
+ * are counted (that is why it is a difference, not a sum over other processes).
+ */
+export class ForeignCpu {
+  private before = new Map<number, ProcSample>();
+  private busy0 = 0;
+  private t0 = 0;
+  start(): void {
+    this.before = procSnapshot();
+    this.busy0 = machineBusyTicks();
+    this.t0 = performance.now();
+  }
+  stop(): number {
+    const busy = machineBusyTicks() - this.busy0;
+    const after = procSnapshot();
+    const secs = (performance.now() - this.t0) / 1000;
+    const mine = (pid: number): boolean => {
+      for (let p = pid, hops = 0; p > 1 && hops < 64; hops++) {
+        if (p === process.pid) return true;
+        p = after.get(p)?.ppid ?? this.before.get(p)?.ppid ?? 0;
+      }
+      return false;
+    };
+    let ours = 0;
+    for (const [pid, a] of after) {
+      if (!a.kthread && !mine(pid)) continue;
+      const b = this.before.get(pid);
+      ours += a.cpuTicks - (b?.cpuTicks ?? 0);
+      if (pid === process.pid) ours += a.childTicks - (b?.childTicks ?? 0);
+    }
+    const foreign = Math.max(0, busy - ours);
+    return ((foreign / ticksPerSecond()) / (secs * Math.max(1, cpus().length))) * 100;
+  }
 }
 
 export function median(xs: number[]): number {

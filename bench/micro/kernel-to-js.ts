@@ -5,12 +5,13 @@
  * and attaches the object itself with default capture settings, and is the only consumer.
  * Needs root. Run by bench/bench.ts; prints one JSON object on stdout.
  *
- *   node --import tsx bench/micro/kernel-to-js.ts SOCKPUMP_BINARY ITERATIONS LIVE_SECONDS
+ *   node --import tsx bench/micro/kernel-to-js.ts SOCKPUMP_BINARY ITERATIONS LIVE_SECONDS [RING_MIB=256]
  *
  * The producer is sockpump (bench/tools/sockpump.c), a separate process doing write()+read()
  * of 100 bytes over one loopback TCP connection: two records per iteration.
- *  - drain: the reader is NOT started while the producer runs, so every record waits in a
- *    256 MiB ring; then start() and time until the last one is decoded in JS. This is the
+ *  - drain: the reader is NOT started while the producer runs, so every record waits in the
+ *    ring (RING_MIB, large enough for them all: ~240 bytes a record); then start() and time
+ *    until the last one is decoded in JS. This is the
  *    ceiling of the kernel → JS path (epoll wakeup, ring_buffer__consume, batch copy, TSFN
  *    hand-off, ArrayBuffer, DataView decode), without producers competing for the 2 vCPUs.
  *  - live: reader and producer run together for LIVE_SECONDS; delivered records/s and ring
@@ -22,14 +23,14 @@ import { bpfObjectPath } from '../../src/paths.js';
 import { decodeBatch, type DecodeStats } from '../../src/receiver/decode.js';
 import { BPF_NAMES, COUNTER_NAMES, encodeConfig, FilterMode } from '../../src/receiver/layout.js';
 
-const [pump, iterArg, liveArg] = process.argv.slice(2);
+const [pump, iterArg, liveArg, ringArg] = process.argv.slice(2);
 if (!pump || !iterArg || !liveArg) {
-  process.stderr.write('usage: kernel-to-js.ts SOCKPUMP ITERATIONS LIVE_SECONDS\n');
+  process.stderr.write('usage: kernel-to-js.ts SOCKPUMP ITERATIONS LIVE_SECONDS [RING_MIB=256]\n');
   process.exit(2);
 }
 const iterations = Number(iterArg);
 const liveSeconds = Number(liveArg);
-const RING = 256 << 20;
+const RING = Number(ringArg ?? 256) * 1024 * 1024;
 const MAX_BATCH = 1 << 20; // config default capture.maxBatchBytes
 const POLL_MS = 100; // config default capture.pollIntervalMs
 
