@@ -10,7 +10,7 @@ import { existsSync, statSync } from 'node:fs';
 import type { Resource } from '@opentelemetry/resources';
 import type { Config } from './config.js';
 import { inCluster, KubernetesMetadata, nodeNameFromEnv } from './enrich/k8s.js';
-import { ProcessCache } from './enrich/process.js';
+import { isLibuvWorker, ProcessCache } from './enrich/process.js';
 import { startHealthServer } from './health.js';
 import { log } from './log.js';
 import { loadNative, wrapNative, type NativeObject } from './native.js';
@@ -119,6 +119,7 @@ export class Agent {
         // short-lived clients may be gone by the time their span ends: look them up now
         onNewConnection: (ev) => this.processes.info({ tgid: ev.tgid, tid: ev.tid, comm: ev.comm, cgroupId: ev.cgroupId }),
         threadsUntrusted: (tgid) => this.processes.threadsUntrusted(tgid),
+        isPoolThread: (tgid, tid) => isLibuvWorker(tgid, tid),
         idleMs: 5 * 60_000,
         http: { captureQuery: config.http.captureQuery, maxPending: config.limits.pendingPerConnection },
       },

@@ -97,6 +97,15 @@ export function parseEnvBlock(block: Uint8Array | Buffer, names: readonly string
   return out;
 }
 
+/** Is this thread one of Node's libuv pool workers (by its name in /proc)? */
+export function isLibuvWorker(tgid: number, tid: number, procRoot = '/proc'): boolean {
+  try {
+    return readFileSync(`${procRoot}/${tgid}/task/${tid}/comm`, 'utf8').startsWith('libuv-worker');
+  } catch {
+    return false;
+  }
+}
+
 /** Parse `k=v,k2=v2` (W3C baggage-like, percent-encoded values) as OTEL_RESOURCE_ATTRIBUTES. */
 export function parseResourceAttributes(value: string): Record<string, string> {
   const out: Record<string, string> = {};

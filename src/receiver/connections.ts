@@ -26,6 +26,8 @@ export interface ConnectionTableOptions {
   onNewConnection?: (ev: KernelEvent) => void;
   /** true for processes whose threads cannot identify a request (Go binaries) */
   threadsUntrusted?: (tgid: number) => boolean;
+  /** true for worker-pool threads (Node's libuv pool) */
+  isPoolThread?: (tgid: number, tid: number) => boolean;
   /** drop connections with no event for this long */
   idleMs: number;
   http: HttpOptions;
@@ -93,6 +95,7 @@ export class ConnectionTable {
       maxLinks: opts.maxConnections,
       maxThreads: opts.maxConnections,
       ...(opts.threadsUntrusted ? { threadsUntrusted: opts.threadsUntrusted } : {}),
+      ...(opts.isPoolThread ? { isPoolThread: opts.isPoolThread } : {}),
     });
     this.stats = {
       opened: 0,

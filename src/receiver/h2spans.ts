@@ -109,7 +109,7 @@ export class Http2Handler {
         const headers = e.headers;
         const ctx =
           this.role === 'server'
-            ? this.traces.serverStart(this.tuple(), proc.tid, get(headers, 'traceparent'), get(headers, 'tracestate'))
+            ? this.traces.serverStart(this.tuple(), proc.tgid, proc.tid, get(headers, 'traceparent'), get(headers, 'tracestate'))
             : this.traces.clientStart(this.tuple(), proc.tgid, proc.tid, get(headers, 'traceparent'));
         this.streams.set(e.streamId, {
           request: headers,
@@ -155,7 +155,7 @@ export class Http2Handler {
   /** The connection closed: streams without an end are counted as unanswered. */
   onClose(): void {
     this.stats.unanswered += this.streams.size;
-    for (const st of this.streams.values()) if (this.role === 'server') this.traces.dropActive(st.ctx, st.process.tid);
+    for (const st of this.streams.values()) if (this.role === 'server') this.traces.dropActive(st.ctx, st.process.tgid, st.process.tid);
     this.streams.clear();
     if (this.role === 'server') this.traces.serverClosed(this.tuple());
     else this.traces.clientClosed(this.tuple());

@@ -145,7 +145,7 @@ export class HttpConnection {
     if (this.resp.inMessage) this.onResponseEvents(this.resp.finish('close'));
     this.stats.unanswered += this.pending.length;
     if (this.role === 'server') {
-      for (const p of this.pending) this.traces.dropActive(p.ctx, p.process.tid);
+      for (const p of this.pending) this.traces.dropActive(p.ctx, p.process.tgid, p.process.tid);
       this.traces.serverClosed(this.tuple());
     } else {
       this.traces.clientClosed(this.tuple());
@@ -169,12 +169,12 @@ export class HttpConnection {
         this.requests++;
         if (this.pending.length >= this.opts.maxPending) {
           const dropped = this.pending.shift();
-          if (dropped && this.role === 'server') this.traces.dropActive(dropped.ctx, dropped.process.tid);
+          if (dropped && this.role === 'server') this.traces.dropActive(dropped.ctx, dropped.process.tgid, dropped.process.tid);
           this.stats.pendingOverflow++;
         }
         const ctx =
           this.role === 'server'
-            ? this.traces.serverStart(this.tuple(), proc.tid, header(e.head, 'traceparent'), header(e.head, 'tracestate'))
+            ? this.traces.serverStart(this.tuple(), proc.tgid, proc.tid, header(e.head, 'traceparent'), header(e.head, 'tracestate'))
             : this.traces.clientStart(this.tuple(), proc.tgid, proc.tid, header(e.head, 'traceparent'));
         // server: the request arrived when the read returned; client: when the write began
         this.pending.push({

@@ -19,6 +19,8 @@
  *     (no parent, counted) when several are active on T, when the process is a Go binary
  *     (goroutines move between threads), or when the process has been seen answering a
  *     request on another thread than the one that read it (thread migration).
+ *     A lookup made on a worker-pool thread (Node's libuv pool: `libuv-worker`) on behalf of
+ *     a request is its child only when the process is serving exactly one request then.
  *
  * Otherwise the span starts a new trace (random trace id, flags sampled|random).
  * TraceRegistry is shared by all connections of the receiver; single-threaded. The link
@@ -83,7 +85,7 @@ export class TraceCtx {
   remote: TraceParent | undefined;
   tracestate: string | undefined;
   /** how the parent was found, for self-telemetry and tests */
-  source: 'root' | 'traceparent' | 'link' | 'thread' = 'root';
+  source: 'root' | 'traceparent' | 'link' | 'thread' | 'pool' = 'root';
 
   /** Resolve ids now; follows `parent` references (bounded depth). */
   resolve(): { traceId: string; spanId: string; parentSpanId?: string; flags: number; tracestate?: string } {
@@ -109,6 +111,8 @@ export interface TraceStats {
   linked: number;
   /** client spans parented to the server request active on their thread */
   threadParented: number;
+  /** lookups on a worker-pool thread parented to the one request their process served */
+  poolParented: number;
   /** client spans left without parent because several requests were active on the thread */
   ambiguous: number;
   /** client spans left without parent because the process's threads cannot be trusted */
@@ -123,6 +127,8 @@ export interface TraceRegistryOptions {
   maxThreads: number;
   /** is this process a Go binary (or otherwise unfit for thread-based parenting)? */
   threadsUntrusted?: (tgid: number) => boolean;
+  /** is this thread a worker-pool thread (Node's libuv pool)? asked only when needed */
+  isPoolThread?: (tgid: number, tid: number) => boolean;
 }
 
 /** One side's view of a TCP connection, as the link key needs it. */
@@ -160,6 +166,8 @@ export class TraceRegistry {
   private linkCount = 0;
   /** server requests being served, per thread id */
   private readonly active = new Map<number, TraceCtx[]>();
+  /** the same, per process (for work handed to a worker pool) */
+  private readonly activeByProcess = new Map<number, TraceCtx[]>();
   /** processes seen answering on another thread than the one that read the request */
   private readonly migrating = new Set<number>();
   readonly stats: TraceStats = {
@@ -167,6 +175,7 @@ export class TraceRegistry {
     invalidTraceparent: 0,
     linked: 0,
     threadParented: 0,
+    poolParented: 0,
     ambiguous: 0,
     untrustedThreads: 0,
     linkTableEvicted: 0,
@@ -180,7 +189,7 @@ export class TraceRegistry {
    * A server request started (its head was read by thread `tid` of `tgid`).
    * `traceparent`/`tracestate` are the request's headers, if any.
    */
-  serverStart(t: Tuple, tid: number, traceparent: string | undefined, tracestate: string | undefined): TraceCtx {
+  serverStart(t: Tuple, tgid: number, tid: number, traceparent: string | undefined, tracestate: string | undefined): TraceCtx {
     const ctx = new TraceCtx();
     // one entry of the connection's FIFO per request, whatever wins, so keep-alive stays aligned
     const key = this.serverKey(t);
@@ -212,7 +221,8 @@ export class TraceRegistry {
         this.stats.linkTableEvicted++;
       }
     }
-    this.pushActive(tid, ctx);
+    this.pushActive(this.active, tid, ctx);
+    this.pushActive(this.activeByProcess, tgid, ctx);
     return ctx;
   }
 
@@ -230,11 +240,7 @@ export class TraceRegistry {
   /** The server request's response was written by thread `tid`: it is no longer active. */
   serverEnd(ctx: TraceCtx, tgid: number, readTid: number, writeTid: number): void {
     if (readTid !== writeTid) this.migrating.add(tgid);
-    const list = this.active.get(readTid);
-    if (!list) return;
-    const i = list.indexOf(ctx);
-    if (i >= 0) list.splice(i, 1);
-    if (list.length === 0) this.active.delete(readTid);
+    this.dropActive(ctx, tgid, readTid);
   }
 
   /**
@@ -243,7 +249,21 @@ export class TraceRegistry {
    */
   threadChild(tgid: number, tid: number): TraceCtx {
     const ctx = new TraceCtx();
-    this.parentByThread(ctx, tgid, tid);
+    if (this.active.get(tid)?.length) {
+      this.parentByThread(ctx, tgid, tid);
+      return ctx;
+    }
+    // a pool thread working for its process: unambiguous only with one request in flight
+    const inProcess = this.activeByProcess.get(tgid);
+    if (inProcess?.length && this.opts.isPoolThread?.(tgid, tid)) {
+      if (this.migrating.has(tgid) || this.opts.threadsUntrusted?.(tgid)) this.stats.untrustedThreads++;
+      else if (inProcess.length > 1) this.stats.ambiguous++;
+      else {
+        ctx.parent = inProcess[0];
+        ctx.source = 'pool';
+        this.stats.poolParented++;
+      }
+    }
     return ctx;
   }
 
@@ -312,30 +332,32 @@ export class TraceRegistry {
     this.pendingServers.delete(this.serverKey(t));
   }
 
-  /** Forget a server request that will never end normally (connection closed/evicted). */
-  dropActive(ctx: TraceCtx, readTid: number): void {
-    const list = this.active.get(readTid);
-    if (!list) return;
-    const i = list.indexOf(ctx);
-    if (i >= 0) list.splice(i, 1);
-    if (list.length === 0) this.active.delete(readTid);
+  /** Forget a server request that ended, or never will (connection closed/evicted). */
+  dropActive(ctx: TraceCtx, tgid: number, readTid: number): void {
+    for (const [m, key] of [[this.active, readTid], [this.activeByProcess, tgid]] as const) {
+      const list = m.get(key);
+      if (!list) continue;
+      const i = list.indexOf(ctx);
+      if (i >= 0) list.splice(i, 1);
+      if (list.length === 0) m.delete(key);
+    }
   }
 
   get sizes(): { links: number; pendingServers: number; threads: number } {
     return { links: this.linkCount, pendingServers: this.pendingServers.size, threads: this.active.size };
   }
 
-  private pushActive(tid: number, ctx: TraceCtx): void {
-    const list = this.active.get(tid);
+  private pushActive(m: Map<number, TraceCtx[]>, key: number, ctx: TraceCtx): void {
+    const list = m.get(key);
     if (list) {
       list.push(ctx);
-      if (list.length > 64) list.shift(); // a thread cannot really serve this many at once
+      if (list.length > 1024) list.shift(); // bounded: more in flight is ambiguous anyway
       return;
     }
-    if (this.active.size >= this.opts.maxThreads) {
-      const oldest = this.active.keys().next();
-      if (!oldest.done) this.active.delete(oldest.value);
+    if (m.size >= this.opts.maxThreads) {
+      const oldest = m.keys().next();
+      if (!oldest.done) m.delete(oldest.value);
     }
-    this.active.set(tid, [ctx]);
+    m.set(key, [ctx]);
   }
 }

@@ -14,16 +14,20 @@ import { Agent } from '../../src/agent.js';
 import { loadConfig } from '../../src/config.js';
 import type { SidelightSpan } from '../../src/receiver/span.js';
 import { kernelUnavailable, need } from '../helpers/kernel.js';
+import { collectorBinary, startCollector, type CollectorHistogramPoint, type RunningCollector } from '../helpers/collector.js';
+import { startAgentProcess, type AgentProcess } from '../helpers/agentproc.js';
 import { createNetns, type Netns } from '../helpers/netns.js';
 import { NODE } from '../helpers/servers.js';
 
-const unavailable = kernelUnavailable();
+const unavailable = kernelUnavailable() ?? (collectorBinary() ? undefined : 'collector not built (bash scripts/collector.sh)');
+let collector: RunningCollector | undefined;
+let exporter: AgentProcess | undefined;
 const seen: Array<{ span: SidelightSpan; resource: Resource }> = [];
 let agent: Agent | undefined;
 let ns: Netns | undefined;
 const tmp = mkdtempSync(join(tmpdir(), 'sl-dns-'));
 
-const HOSTS = ['getent', 'py', 'curl', 'nlookup', 'nresolve', 'dig', 'digtcp', 'go', 'srv', 'nsrv'];
+const HOSTS = ['getent', 'py', 'curl', 'nlookup', 'nresolve', 'dig', 'digtcp', 'go', 'srv', 'nsrv', 'nsrvres'];
 const bigTxt = Array.from({ length: 6 }, (_, i) => `"${String.fromCharCode(97 + i).repeat(200)}"`).join(',');
 
 test.before(async () => {
@@ -36,6 +40,13 @@ test.before(async () => {
   agent = new Agent(config);
   agent.onSpan = (span, resource) => seen.push({ span, resource });
   await agent.start();
+  // a second agent, as users run it, exporting to a real Collector (only DNS and the test servers)
+  collector = await startCollector();
+  writeFileSync(join(tmp, 'agent.yaml'), 'dns:\n  ports: [53, 5354]\n  timeoutMs: 1500\nfilter:\n  ports:\n    include: [53, 5354, 18181, 18182]\n');
+  exporter = await startAgentProcess(
+    { OTEL_EXPORTER_OTLP_ENDPOINT: collector.httpEndpoint, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf', OTEL_METRIC_EXPORT_INTERVAL: '500' },
+    ['--config', join(tmp, 'agent.yaml')],
+  );
   ns = createNetns(`sl-dns-${process.pid}`, 'nameserver 127.0.0.1\noptions timeout:1 attempts:1\n');
   const args = [
     '--no-daemon', '--port=53', '--listen-address=127.0.0.1', '--bind-interfaces', '--no-resolv', '--no-hosts',
@@ -55,6 +66,8 @@ test.before(async () => {
 
 test.after.always(async () => {
   ns?.remove();
+  await exporter?.stop();
+  await collector?.stop();
   await agent?.stop();
 });
 
@@ -177,4 +190,66 @@ http.server.ThreadingHTTPServer(('127.0.0.1', 18181), H).serve_forever()
   }
   // one lookup per request: no request has two
   t.is(new Set(lookups.map((l) => l.span.parentSpanId)).size, lookups.length);
+});
+
+test.serial('Node server: dns.lookup (libuv pool) and dns.resolve4 (main thread), each under its request', async (t) => {
+  if (!need(t, unavailable)) return;
+  const src = `
+const http = require('node:http'); const dns = require('node:dns');
+http.createServer((req, res) => {
+  if (req.url.startsWith('/lookup')) dns.lookup('nsrv.sl.test', { family: 4 }, () => res.end('ok'));
+  else dns.resolve4('nsrvres.sl.test', () => res.end('ok'));
+}).listen(18182, '127.0.0.1');`;
+  ns!.spawn(NODE, ['-e', src], { OTEL_SERVICE_NAME: 'node-dns-server' });
+  const end = Date.now() + 10_000;
+  while (Date.now() < end && ns!.run('curl', ['-s', 'http://127.0.0.1:18182/warm']).status !== 0) await new Promise((r) => setTimeout(r, 100));
+  for (const path of ['/lookup/1', '/resolve/1', '/lookup/2']) ns!.run('curl', ['-s', `http://127.0.0.1:18182${path}`]);
+  const servers = () => seen.filter((x) => x.span.kind === 'server' && x.span.attributes['network.local.port'] === 18182);
+  await waitFor(() => dnsSpans('nsrv.sl.test', 'A').length >= 2 && dnsSpans('nsrvres.sl.test', 'A').length >= 2 && servers().length >= 4, 'node server lookups');
+  const byId = new Map(servers().map((x) => [x.span.spanId!, x.span]));
+  for (const [name, path] of [['nsrv.sl.test', '/lookup/'], ['nsrvres.sl.test', '/resolve/']] as const) {
+    const under = dnsSpans(name, 'A').filter((x) => String(byId.get(x.span.parentSpanId ?? '')?.attributes['url.path'] ?? '').startsWith(path));
+    t.true(under.length >= (path === '/lookup/' ? 2 : 1), `${name} lookups under ${path} requests: ${under.length}`);
+    for (const l of under) t.is(l.span.traceId, byId.get(l.span.parentSpanId!)!.traceId);
+  }
+  // the pool lookups ran on a libuv worker, not on the thread serving the request
+  const pool = dnsSpans('nsrv.sl.test', 'A').find((x) => x.span.parentSpanId && byId.has(x.span.parentSpanId))!;
+  t.not(pool.span.process.tid, byId.get(pool.span.parentSpanId!)!.process.tid);
+});
+
+test.serial("every client's lookups reach the real Collector as spans and dns.lookup.duration points", async (t) => {
+  if (!need(t, unavailable)) return;
+  const expected: Array<[string, RegExp]> = [
+    ['getent.sl.test', /^getent$/],
+    ['alias.sl.test', /^python3/],
+    ['curl.sl.test', /^curl$/],
+    ['nlookup.sl.test', /^node-dns$/],
+    ['nresolve.sl.test', /^node-dns$/],
+    ['dig.sl.test', /^dig$/],
+    ['digtcp.sl.test', /^dig$/],
+    ['big.sl.test', /^dig$/],
+    ['nope.sl.test', /^dig$/],
+    ['go.sl.test', /^goresolver$/],
+    ['lost.sl.test', /^dig$/],
+    ['srv.sl.test', /^python3/],
+    ['nsrv.sl.test', /^node-dns-server$/],
+  ];
+  const spans = await collector!.waitForSpans((all) => expected.every(([n]) => all.some((s) => s.attributes['dns.question.name'] === n)), 20_000);
+  for (const [name, service] of expected) {
+    // (the set-up's readiness probe also looked some names up with dig)
+    const s = spans.find((x) => x.attributes['dns.question.name'] === name && service.test(String(x.resource['service.name'])));
+    t.truthy(s, `${name} from ${String(service)}: ${spans.filter((x) => x.attributes['dns.question.name'] === name).map((x) => String(x.resource['service.name'])).join(',')}`);
+    t.is(s?.kind, 3, `${name} is a CLIENT span`);
+    t.is(s?.name.split(' ')[0], 'DNS');
+  }
+  t.is(spans.find((x) => x.attributes['dns.question.name'] === 'nope.sl.test')!.attributes['error.type'], 'NXDOMAIN');
+  t.is(spans.find((x) => x.attributes['dns.question.name'] === 'lost.sl.test')!.attributes['error.type'], 'timeout');
+  const point = (m: CollectorHistogramPoint[], name: string, service: RegExp) =>
+    m.filter((p) => p.name === 'dns.lookup.duration' && p.attributes['dns.question.name'] === name && service.test(String(p.resource['service.name']))).at(-1);
+  const points = await collector!.waitForMetrics((m) => expected.every(([n, s]) => point(m, n, s)), 20_000);
+  for (const [name, service] of expected) {
+    const p = point(points, name, service)!;
+    t.is(p.unit, 's');
+    t.true(p.count >= 1, `${name} metric`);
+  }
 });

@@ -19,10 +19,10 @@ const OUT = Direction.Egress;
 const IN = Direction.Ingress;
 const sock = { sock: 0x77n, tgid: 500, tid: 501, saddr: [127, 0, 0, 1], daddr: [127, 0, 0, 53], sport: 40000, dport: 53 };
 
-function harness(timeoutMs = 5000) {
+function harness(timeoutMs = 5000, poolThreads: number[] = []) {
   const spans: SidelightSpan[] = [];
   const clock = new MonotonicClock();
-  const traces = new TraceRegistry({ maxLinks: 100, maxThreads: 100 });
+  const traces = new TraceRegistry({ maxLinks: 100, maxThreads: 100, isPoolThread: (_tgid, tid) => poolThreads.includes(tid) });
   const dns = new DnsTracker({ ports: [53], timeoutMs, maxPending: 100 }, clock, traces, (s) => spans.push(s));
   const feed = (...evs: FakeEvent[]): void =>
     decodeBatch(batch(evs.map(encodeEvent)), (e) => (dns.claims(e) ? dns.onEvent(e) : undefined), { records: 0, malformed: 0 });
@@ -174,7 +174,7 @@ test('the pending table is bounded, the oldest dropped and counted', (t) => {
 
 test('a lookup made by a thread serving a request is its child', (t) => {
   const h = harness();
-  const ctx = h.traces.serverStart({ localAddr: '127.0.0.1', localPort: 80, remoteAddr: '127.0.0.1', remotePort: 5000, netns: 1 }, 501, undefined, undefined);
+  const ctx = h.traces.serverStart({ localAddr: '127.0.0.1', localPort: 80, remoteAddr: '127.0.0.1', remotePort: 5000, netns: 1 }, 500, 501, undefined, undefined);
   h.feed({ ...sock, proto: UDP, direction: OUT, data: query(41, 'db.test') }, { ...sock, proto: UDP, direction: IN, data: answer(41, 'db.test') });
   const ids = ctx.resolve();
   t.is(h.spans[0]!.parentSpanId, ids.spanId);
@@ -192,4 +192,21 @@ test('TCP on a DNS port is claimed; TCP elsewhere and closes of other sockets ar
   t.false(dec({ ...sock, proto: TCP, dport: 8080 }));
   t.true(dec({ ...sock, proto: UDP, dport: 53 }));
   t.true(dec({ ...sock, proto: TCP, dport: 53, type: EventType.Close }));
+});
+
+test('a lookup on a worker-pool thread is the child of the one request its process serves; none when two', (t) => {
+  const h = harness(5000, [777]);
+  const tuple = (port: number) => ({ localAddr: '127.0.0.1', localPort: 80, remoteAddr: '127.0.0.1', remotePort: port, netns: 1 });
+  const ctx = h.traces.serverStart(tuple(5001), 500, 500, undefined, undefined); // served by the main thread
+  h.feed({ ...sock, tid: 777, proto: UDP, direction: OUT, data: query(51, 'pool.test') }, { ...sock, tid: 777, proto: UDP, direction: IN, data: answer(51, 'pool.test') });
+  t.is(h.spans[0]!.parentSpanId, ctx.resolve().spanId);
+  t.is(h.traces.stats.poolParented, 1);
+  // a thread that is not a pool thread gets nothing from the process-wide rule
+  h.feed({ ...sock, tid: 778, proto: UDP, direction: OUT, data: query(52, 'other.test') }, { ...sock, tid: 778, proto: UDP, direction: IN, data: answer(52, 'other.test') });
+  t.is(h.spans[1]!.parentSpanId, undefined);
+  // two requests in flight: ambiguous, no parent
+  h.traces.serverStart(tuple(5002), 500, 500, undefined, undefined);
+  h.feed({ ...sock, tid: 777, proto: UDP, direction: OUT, data: query(53, 'pool2.test') }, { ...sock, tid: 777, proto: UDP, direction: IN, data: answer(53, 'pool2.test') });
+  t.is(h.spans[2]!.parentSpanId, undefined);
+  t.is(h.traces.stats.ambiguous, 1);
 });
