@@ -2,8 +2,9 @@
 /*
  * syscalls.bpf.c — TCP traffic as the processes see it, from the raw syscall tracepoints.
  *
- * Hooks raw_tp/sys_enter and raw_tp/sys_exit (no tracefs, no kprobes: works where
- * kprobes and fentry are unavailable). Every syscall of the machine passes through
+ * Hooks tp_btf/sys_enter and tp_btf/sys_exit (BTF-typed raw tracepoints: no tracefs, no
+ * kprobes, no fentry; the syscall registers are read with direct loads, not helper calls,
+ * which matters because every syscall of the machine passes through here). Every syscall of the machine passes through
  * here, so the first thing each program does is drop syscalls it does not care about
  * (a switch on the syscall number), then the agent itself (only its connects pass, so
  * userspace can recognise the far end of its own export traffic) and the pid/cgroup filters.
@@ -23,6 +24,7 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
 #include "sidelight.h"
 #include "sock.bpf.h"
 
@@ -301,7 +303,7 @@ static __always_inline u32 sl_want(u64 bytes, const struct sl_event *ev)
  * ones: sends by their destination (read now); receives are decided at exit, when the
  * kernel has written the source address.
  */
-static __always_inline bool sl_udp_wanted(struct sock *sk, u8 sys, struct pt_regs *regs)
+static __always_inline bool sl_udp_wanted(struct sock *sk, u8 sys, const struct pt_regs *regs)
 {
 	u16 rport = sl_sock_rport(sk);
 	struct {
@@ -314,13 +316,13 @@ static __always_inline bool sl_udp_wanted(struct sock *sk, u8 sys, struct pt_reg
 		return sl_is_dns_port(rport);
 	switch (sys) {
 	case SL_SYS_SENDTO:
-		name = (void *)BPF_CORE_READ(regs, r8);
+		name = (void *)regs->r8;
 		break;
 	case SL_SYS_SENDMSG:
 	case SL_SYS_SENDMMSG: {
 		struct user_msghdr msg;
 
-		if (bpf_probe_read_user(&msg, sizeof(msg), (void *)BPF_CORE_READ(regs, si)))
+		if (bpf_probe_read_user(&msg, sizeof(msg), (void *)regs->si))
 			return false;
 		name = msg.msg_name;
 		break;
@@ -428,10 +430,9 @@ static __always_inline void sl_describe_process(u64 pid_tgid)
 	sl_submit(s);
 }
 
-static __always_inline int sl_enter(struct bpf_raw_tracepoint_args *ctx, u8 sys)
+static __always_inline int sl_enter(const struct pt_regs *regs, u8 sys)
 {
 	u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
 	struct sl_inflight f = {};
 	struct sock *sk = NULL;
 	int fd;
@@ -444,7 +445,7 @@ static __always_inline int sl_enter(struct bpf_raw_tracepoint_args *ctx, u8 sys)
 	} else if (!sl_task_wanted(pid_tgid >> 32)) {
 		return 0;
 	}
-	fd = (int)BPF_CORE_READ(regs, di);
+	fd = (int)regs->di;
 
 	if (sys == SL_SYS_ACCEPT || sys == SL_SYS_ACCEPT4) {
 		/* the new socket is known at exit */
@@ -474,9 +475,9 @@ static __always_inline int sl_enter(struct bpf_raw_tracepoint_args *ctx, u8 sys)
 	f.sk = (u64)sk;
 	f.fd = fd;
 	f.sys = sys;
-	f.arg1 = BPF_CORE_READ(regs, si);
-	f.arg2 = BPF_CORE_READ(regs, dx);
-	f.arg5 = BPF_CORE_READ(regs, r8);
+	f.arg1 = regs->si;
+	f.arg2 = regs->dx;
+	f.arg5 = regs->r8;
 	if (bpf_map_update_elem(&sl_inflight, &pid_tgid, &f, BPF_ANY))
 		sl_count(SL_CNT_STASH_FULL);
 	return 0;
@@ -562,20 +563,18 @@ static __always_inline int sl_exit(s64 ret)
 	}
 }
 
-SEC("raw_tp/sys_enter")
-int sl_sys_enter(struct bpf_raw_tracepoint_args *ctx)
+SEC("tp_btf/sys_enter")
+int BPF_PROG(sl_sys_enter, struct pt_regs *regs, long id)
 {
-	u8 sys = sl_syscall_of((long)ctx->args[1]);
+	u8 sys = sl_syscall_of(id);
 
-	return sys ? sl_enter(ctx, sys) : 0;
+	return sys ? sl_enter(regs, sys) : 0;
 }
 
-SEC("raw_tp/sys_exit")
-int sl_sys_exit(struct bpf_raw_tracepoint_args *ctx)
+SEC("tp_btf/sys_exit")
+int BPF_PROG(sl_sys_exit, struct pt_regs *regs, long ret)
 {
-	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
-
-	if (!sl_syscall_of((long)BPF_CORE_READ(regs, orig_ax)))
+	if (!sl_syscall_of((long)regs->orig_ax))
 		return 0;
-	return sl_exit((s64)ctx->args[1]);
+	return sl_exit(ret);
 }
