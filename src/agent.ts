@@ -1,7 +1,9 @@
 /**
  * agent.ts — one running Sidelight agent: loads and configures the eBPF object, attaches
- * it, pumps ring-buffer batches through decode → connection table → span assembly →
- * process enrichment → console and/or OTLP export, and serves health.
+ * it, and pumps ring-buffer batches through decode → routing (process records to the
+ * process cache, DNS to the DNS tracker, the rest to the connection table: HTTP/1, HTTP/2,
+ * gRPC) → span assembly and trace stitching → enrichment (process, container, Kubernetes)
+ * → console and/or OTLP export (spans, and duration metrics per workload); serves health.
  *
  * Lifetime: start() once, stop() once (idempotent). Everything runs on the main thread;
  * the addon's poll thread only hands over whole batches. Every loss is counted in stats().
