@@ -4,52 +4,17 @@
  * standard OTEL_EXPORTER_OTLP_* variables; assertions on what the Collector wrote.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import { collectorBinary, startCollector, type CollectorHistogramPoint, type CollectorSpan } from '../helpers/collector.js';
 import { startAgentProcess } from '../helpers/agentproc.js';
+import { loadedNames, progIdsHeldBy, stillLoaded } from '../helpers/bpf.js';
 import { kernelUnavailable, need } from '../helpers/kernel.js';
 import { curl, freePort, startPythonServer } from '../helpers/servers.js';
 
 const unavailable = kernelUnavailable() ?? (collectorBinary() ? undefined : 'collector not built (bash scripts/collector.sh)');
-
-/** BPF program ids referenced by a process's file descriptors (programs and links). */
-function progIdsHeldBy(pid: number): Set<number> {
-  const ids = new Set<number>();
-  for (const fd of readdirSync(`/proc/${pid}/fdinfo`)) {
-    try {
-      const m = /^prog_id:\s*(\d+)$/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'));
-      if (m) ids.add(Number(m[1]));
-    } catch {
-      /* fd closed meanwhile */
-    }
-  }
-  return ids;
-}
-
-/** Ids of every BPF program loaded in the kernel. */
-function loadedProgIds(): Set<number> {
-  const progs = JSON.parse(execFileSync('bpftool', ['prog', 'show', '--json'], { encoding: 'utf8' })) as Array<{ id: number }>;
-  return new Set(progs.map((p) => p.id));
-}
-
-/** Programs of `ids` still loaded; the kernel frees them shortly after the last fd closes (RCU). */
-async function stillLoaded(ids: Set<number>): Promise<number[]> {
-  const end = Date.now() + 5000;
-  for (;;) {
-    const loaded = loadedProgIds();
-    const left = [...ids].filter((id) => loaded.has(id));
-    if (left.length === 0 || Date.now() > end) return left;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-function loadedNames(ids: Set<number>): string[] {
-  const progs = JSON.parse(execFileSync('bpftool', ['prog', 'show', '--json'], { encoding: 'utf8' })) as Array<{ id: number; name?: string }>;
-  return progs.filter((p) => ids.has(p.id)).map((p) => p.name ?? '?').sort();
-}
 
 /** A config file that traces only these ports, so other traffic on the machine cannot interfere. */
 function onlyPorts(...ports: number[]): string {

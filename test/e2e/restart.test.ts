@@ -1,0 +1,60 @@
+/**
+ * Crash and restart (issue 10): `kill -9` of the agent under traffic leaves no BPF program
+ * loaded, does not disturb the application, and a new agent picks up a keep-alive
+ * connection that was opened before it started (roles inferred from the first bytes).
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test from 'ava';
+import { startAgentProcess } from '../helpers/agentproc.js';
+import { progIdsHeldBy, stillLoaded } from '../helpers/bpf.js';
+import { kernelUnavailable, need } from '../helpers/kernel.js';
+import { NODE, startNodeServer } from '../helpers/servers.js';
+
+test.serial('kill -9 under load: nothing left attached, the app unaffected, a restart picks up existing connections', async (t) => {
+  if (!need(t, kernelUnavailable())) return;
+  const srv = await startNodeServer();
+  const dir = mkdtempSync(join(tmpdir(), 'sl-restart-'));
+  writeFileSync(join(dir, 'c.yaml'), `filter:\n  ports:\n    include: [${srv.port}]\n`);
+  // one keep-alive connection, a request every 20 ms for 8 s, all answers checked
+  const client = spawn(
+    NODE,
+    [
+      '-e',
+      `const http = require('node:http'); const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+       let n = 0, ok = 0; const ports = new Set();
+       const tick = () => http.get({ host: '127.0.0.1', port: ${srv.port}, path: '/ok/tick' + n++, agent }, (r) => { ports.add(r.socket.localPort); r.resume(); r.on('end', () => { if (r.statusCode === 200) ok++; }); });
+       const iv = setInterval(tick, 20);
+       setTimeout(() => { clearInterval(iv); setTimeout(() => { console.log(JSON.stringify({ n, ok, connections: ports.size })); process.exit(0); }, 300); }, 8000);`,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  let out = '';
+  client.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  const done = new Promise<void>((r) => client.once('exit', () => r()));
+  try {
+    await new Promise((r) => setTimeout(r, 500)); // the connection exists before any agent
+    const first = await startAgentProcess({}, ['--config', join(dir, 'c.yaml')]);
+    const held = progIdsHeldBy(first.pid);
+    t.true(held.size >= 2, 'the agent holds its probes');
+    await new Promise((r) => setTimeout(r, 1500));
+    t.regex(first.stdout(), /SERVER .* GET \/ok\/tick\d+ 200/, 'spans from a connection that predates the agent');
+    process.kill(first.pid, 'SIGKILL');
+    await first.stop();
+    t.deepEqual(await stillLoaded(held), [], 'kill -9 leaves no BPF program loaded or attached');
+
+    const second = await startAgentProcess({}, ['--config', join(dir, 'c.yaml')]);
+    await new Promise((r) => setTimeout(r, 1500));
+    const lines = second.stdout().split('\n').filter((l) => /SERVER .* GET \/ok\/tick\d+ 200/.test(l));
+    t.true(lines.length >= 10, `the restarted agent sees the same keep-alive connection: ${lines.length} spans`);
+    t.is(await second.stop(), 0);
+  } finally {
+    await done;
+    await srv.stop();
+  }
+  const r = JSON.parse(out) as { n: number; ok: number; connections: number };
+  t.is(r.ok, r.n, 'every request of the application succeeded throughout');
+  t.is(r.connections, 1, 'one connection, opened before the agents');
+});
