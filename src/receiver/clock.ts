@@ -3,11 +3,17 @@
  * to wall-clock Unix nanoseconds.
  *
  * process.hrtime.bigint() reads the same CLOCK_MONOTONIC on Linux, so the offset between
- * the two clocks is measured in-process: realtime (performance.timeOrigin + now) minus
- * monotonic. The offset is re-measured at most every `refreshMs` so NTP slews are
- * followed. Single-threaded; one instance per agent.
+ * the two clocks is measured in-process: at the instant Date.now() (the system realtime
+ * clock) ticks to a new millisecond, realtime is exactly that millisecond, and the
+ * monotonic clock read at that instant gives the offset to within the read time (µs).
+ * The offset is re-measured at most every `refreshMs`, so NTP slews and clock steps are
+ * followed (performance.timeOrigin would not: it is fixed at process start).
+ * Single-threaded; one instance per agent; a measurement spins for at most ~5 ms.
  */
 import { performance } from 'node:perf_hooks';
+
+/** Millisecond edges sampled per measurement (each costs up to 1 ms of spinning). */
+const EDGES = 5;
 
 export class MonotonicClock {
   private offsetNs = 0n;
@@ -19,18 +25,29 @@ export class MonotonicClock {
     this.measure();
   }
 
-  /** Re-measure the offset: the smallest of a few samples bounds the read skew. */
+  /**
+   * Re-measure the offset at millisecond edges of the realtime clock. A pause between the
+   * two reads (preemption, GC, a cold JIT) skews one sample either way: the median of a
+   * few edges is the true one.
+   */
   measure(): void {
-    let best: bigint | undefined;
-    for (let i = 0; i < 5; i++) {
-      const mono = process.hrtime.bigint();
-      const wallNs = BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6));
-      const mono2 = process.hrtime.bigint();
-      const off = wallNs - (mono + mono2) / 2n;
-      if (best === undefined || off < best) best = off;
+    const offsets: bigint[] = [];
+    let at = 0;
+    for (let i = 0; i < EDGES; i++) {
+      const start = Date.now();
+      let now = start;
+      let mono = process.hrtime.bigint();
+      const deadline = performance.now() + 5; // never spin long, even on a stalled clock
+      while (now === start && performance.now() < deadline) {
+        mono = process.hrtime.bigint();
+        now = Date.now();
+      }
+      offsets.push(BigInt(now) * 1_000_000n - mono);
+      at = now;
     }
-    this.offsetNs = best ?? 0n;
-    this.measuredAt = Date.now();
+    offsets.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    this.offsetNs = offsets[EDGES >> 1] ?? 0n;
+    this.measuredAt = at;
   }
 
   /** Unix epoch nanoseconds for a CLOCK_MONOTONIC nanosecond timestamp. */
