@@ -17,7 +17,7 @@
  * Owns a temp work dir (removed at the end unless --keep-work) and every process it starts
  * (killed by pid on exit or on SIGINT/SIGTERM).
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { cpus, freemem, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -452,13 +452,11 @@ function delays(file: string, from: number, to: number, watcher: FileWatcher, se
 
 // ---------------------------------------------------------------- machine
 
+/** A command's stdout and stderr (nginx -v prints to stderr), trimmed; 'unknown' if it cannot run. */
 function sh(cmd: string, args: string[]): string {
-  try {
-    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
-  } catch (e) {
-    const r = e as { stdout?: string; stderr?: string };
-    return `${r.stdout ?? ''}${r.stderr ?? ''}`.trim() || 'unknown';
-  }
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  if (r.error) return 'unknown';
+  return `${r.stdout ?? ''}${r.stderr ?? ''}`.trim() || 'unknown';
 }
 
 export interface Machine {

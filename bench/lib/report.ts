@@ -131,6 +131,21 @@ export function renderResults(r: Results, linkPrefix: string): string {
   row('spans exported per request (2 expected: nginx SERVER + wrk CLIENT)', (a) => f(a.spansPerRequest, 3));
   row('Collector CPU per request (µs)', (a) => f(a.collectorCpuUsPerRequest, 2));
   L.push('');
+  const overflowing = (
+    [
+      ['B at max load', bT],
+      [`B at ${f(r.meta.fixedRate)} rps`, bF],
+      [`B at ${f(c.lowRate)} rps`, bL],
+    ] as const
+  ).filter(([, a]) => a.spansPerRequest < 1.9);
+  if (overflowing.length) {
+    L.push(
+      `Spans lost (all counted): ${overflowing.map(([n, a]) => `${n} ${f(a.exported)} of ~${f(a.requests * 2)} spans exported`).join('; ')}. ` +
+        'There the agent cannot keep up and its export queue overflows, so CPU per *exported* span is its CPU divided by a small ' +
+        'number; the steady-state cost is the column where every span was exported.',
+    );
+    L.push('');
+  }
   L.push(
     'Agent CPU: utime+stime of the agent process (all threads) from /proc/<pid>/stat, from just before the load until the agent ' +
       'has drained (no new records or spans, almost nothing queued), divided by requests sent. BPF time: the sum of run_time_ns over the ' +
