@@ -33,6 +33,10 @@ import {
   FILTER_EXCLUDE,
   FILTER_INCLUDE,
   FilterMode,
+  leU16,
+  leU32,
+  leU64,
+  readLeU64,
   SL_EXE_LEN,
 } from './receiver/layout.js';
 import type { SidelightSpan } from './receiver/span.js';
@@ -58,22 +62,6 @@ export function resolveCgroupId(entry: string | number): bigint {
   } catch (e) {
     throw new Error(`filter.cgroups: ${entry}: no such cgroup v2 directory (${path}): ${(e as Error).message}`);
   }
-}
-
-function u32(n: number): Uint8Array {
-  const b = new Uint8Array(4);
-  new DataView(b.buffer).setUint32(0, n, true);
-  return b;
-}
-function u64(n: bigint): Uint8Array {
-  const b = new Uint8Array(8);
-  new DataView(b.buffer).setBigUint64(0, n, true);
-  return b;
-}
-function u16(n: number): Uint8Array {
-  const b = new Uint8Array(2);
-  new DataView(b.buffer).setUint16(0, n, true);
-  return b;
 }
 
 function mode(include: unknown[], exclude: unknown[]): FilterMode {
@@ -183,13 +171,13 @@ export class Agent {
     );
     this.obj = obj;
     try {
-      for (const p of f.pids.include) obj.mapUpdate(BPF_NAMES.pidFilter, u32(p), Uint8Array.of(FILTER_INCLUDE));
-      for (const p of f.pids.exclude) obj.mapUpdate(BPF_NAMES.pidFilter, u32(p), Uint8Array.of(FILTER_EXCLUDE));
-      for (const id of cgroupInclude) obj.mapUpdate(BPF_NAMES.cgroupFilter, u64(id), Uint8Array.of(FILTER_INCLUDE));
-      for (const id of cgroupExclude) obj.mapUpdate(BPF_NAMES.cgroupFilter, u64(id), Uint8Array.of(FILTER_EXCLUDE));
-      for (const p of f.ports.include) obj.mapUpdate(BPF_NAMES.portFilter, u16(p), Uint8Array.of(FILTER_INCLUDE));
-      for (const p of f.ports.exclude) obj.mapUpdate(BPF_NAMES.portFilter, u16(p), Uint8Array.of(FILTER_EXCLUDE));
-      for (const p of c.dns.ports) obj.mapUpdate(BPF_NAMES.dnsPorts, u16(p), Uint8Array.of(1));
+      for (const p of f.pids.include) obj.mapUpdate(BPF_NAMES.pidFilter, leU32(p), Uint8Array.of(FILTER_INCLUDE));
+      for (const p of f.pids.exclude) obj.mapUpdate(BPF_NAMES.pidFilter, leU32(p), Uint8Array.of(FILTER_EXCLUDE));
+      for (const id of cgroupInclude) obj.mapUpdate(BPF_NAMES.cgroupFilter, leU64(id), Uint8Array.of(FILTER_INCLUDE));
+      for (const id of cgroupExclude) obj.mapUpdate(BPF_NAMES.cgroupFilter, leU64(id), Uint8Array.of(FILTER_EXCLUDE));
+      for (const p of f.ports.include) obj.mapUpdate(BPF_NAMES.portFilter, leU16(p), Uint8Array.of(FILTER_INCLUDE));
+      for (const p of f.ports.exclude) obj.mapUpdate(BPF_NAMES.portFilter, leU16(p), Uint8Array.of(FILTER_EXCLUDE));
+      for (const p of c.dns.ports) obj.mapUpdate(BPF_NAMES.dnsPorts, leU16(p), Uint8Array.of(1));
       const st = obj.enableStats();
       if (!st.ok) log.warn(`bpf run-time stats unavailable (errno ${st.errno}); per-probe time will read 0`);
 
@@ -305,9 +293,9 @@ export class Agent {
     const out: Record<string, number> = {};
     if (!this.obj) return out;
     COUNTER_NAMES.forEach((name, i) => {
-      const vals = this.obj!.mapLookup(BPF_NAMES.counters, u32(i)) ?? [];
+      const vals = this.obj!.mapLookup(BPF_NAMES.counters, leU32(i)) ?? [];
       let sum = 0n;
-      for (const v of vals) sum += new DataView(v.buffer, v.byteOffset, v.byteLength).getBigUint64(0, true);
+      for (const v of vals) sum += readLeU64(v);
       out[name] = Number(sum);
     });
     return out;

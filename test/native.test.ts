@@ -24,6 +24,7 @@ import {
   type NativeObject,
 } from '../src/native.js';
 import { repoRoot } from '../src/paths.js';
+import { leU32, leU64, readLeU64 } from '../src/receiver/layout.js';
 
 const ROOT = repoRoot();
 const CI = process.env.CI === 'true';
@@ -124,20 +125,6 @@ function decodeBatch(ab: ArrayBuffer): Rec[] {
   }
   if (off !== ab.byteLength) throw new Error(`batch framing: ended at ${off} of ${ab.byteLength}`);
   return out;
-}
-
-function u32(n: number): Uint8Array {
-  const b = new Uint8Array(4);
-  new DataView(b.buffer).setUint32(0, n, true);
-  return b;
-}
-function u64(n: bigint): Uint8Array {
-  const b = new Uint8Array(8);
-  new DataView(b.buffer).setBigUint64(0, n, true);
-  return b;
-}
-function readU64(b: Uint8Array): bigint {
-  return new DataView(b.buffer, b.byteOffset, b.byteLength).getBigUint64(0, true);
 }
 
 function possibleCpus(): number {
@@ -309,9 +296,9 @@ bpfTest('N syscalls arrive as >= N records in fewer batches, all from this proce
     t.true(mine.length >= N, 'the main thread made the calls');
     t.log(`${recs.length} records in ${sizes.length} batches, ${(Number(process.hrtime.bigint() - t0) / 1e6).toFixed(1)} ms`);
     // the per-CPU counters agree: SL_CNT_EVENTS summed over CPUs
-    const events = obj.mapLookup('sl_counters', u32(0))!;
+    const events = obj.mapLookup('sl_counters', leU32(0))!;
     t.is(events.length, possibleCpus());
-    t.true(events.reduce((s, v) => s + readU64(v), 0n) >= BigInt(N));
+    t.true(events.reduce((s, v) => s + readLeU64(v), 0n) >= BigInt(N));
   } finally {
     obj.stop();
     obj.close();
@@ -321,25 +308,25 @@ bpfTest('N syscalls arrive as >= N records in fewer batches, all from this proce
 bpfTest('mapUpdate / mapLookup / mapDelete round trip', (t) => {
   const obj = openFixture();
   try {
-    t.is(obj.mapLookup('sl_hash', u32(7)), null);
-    obj.mapUpdate('sl_hash', u32(7), u64(42n));
-    const v = obj.mapLookup('sl_hash', u32(7));
+    t.is(obj.mapLookup('sl_hash', leU32(7)), null);
+    obj.mapUpdate('sl_hash', leU32(7), leU64(42n));
+    const v = obj.mapLookup('sl_hash', leU32(7));
     t.is(v?.length, 1);
-    t.is(readU64(v![0]!), 42n);
-    obj.mapUpdate('sl_hash', u32(7), u64(43n));
-    t.is(readU64(obj.mapLookup('sl_hash', u32(7))![0]!), 43n);
-    t.true(obj.mapDelete('sl_hash', u32(7)));
-    t.false(obj.mapDelete('sl_hash', u32(7)));
-    t.is(obj.mapLookup('sl_hash', u32(7)), null);
+    t.is(readLeU64(v![0]!), 42n);
+    obj.mapUpdate('sl_hash', leU32(7), leU64(43n));
+    t.is(readLeU64(obj.mapLookup('sl_hash', leU32(7))![0]!), 43n);
+    t.true(obj.mapDelete('sl_hash', leU32(7)));
+    t.false(obj.mapDelete('sl_hash', leU32(7)));
+    t.is(obj.mapLookup('sl_hash', leU32(7)), null);
 
-    let e = nativeError(t, () => obj.mapUpdate('sl_hash', Uint8Array.of(1, 2, 3), u64(1n)));
+    let e = nativeError(t, () => obj.mapUpdate('sl_hash', Uint8Array.of(1, 2, 3), leU64(1n)));
     t.is(e.step, 'map_update');
     t.is(e.code, 'EINVAL');
     t.regex(e.message, /key is 3 bytes, the map wants 4/);
-    e = nativeError(t, () => obj.mapLookup('no_such_map', u32(0)));
+    e = nativeError(t, () => obj.mapLookup('no_such_map', leU32(0)));
     t.is(e.step, 'map_lookup');
     t.is(e.code, 'ENOENT');
-    t.throws(() => obj.mapUpdate('sl_hash', [1, 2, 3, 4] as unknown as Uint8Array, u64(1n)), { instanceOf: TypeError });
+    t.throws(() => obj.mapUpdate('sl_hash', [1, 2, 3, 4] as unknown as Uint8Array, leU64(1n)), { instanceOf: TypeError });
   } finally {
     obj.close();
   }
@@ -349,14 +336,14 @@ bpfTest('per-CPU lookup returns one value per possible CPU; per-CPU update takes
   const obj = openFixture();
   try {
     const n = possibleCpus();
-    const before = obj.mapLookup('sl_counters', u32(5))!;
+    const before = obj.mapLookup('sl_counters', leU32(5))!;
     t.is(before.length, n);
     t.true(before.every((v) => v.byteLength === 8));
     const all = new Uint8Array(8 * n);
     for (let i = 0; i < n; i++) new DataView(all.buffer).setBigUint64(i * 8, BigInt(100 + i), true);
-    obj.mapUpdate('sl_counters', u32(5), all);
-    t.deepEqual(obj.mapLookup('sl_counters', u32(5))!.map(readU64), Array.from({ length: n }, (_, i) => BigInt(100 + i)));
-    const e = nativeError(t, () => obj.mapUpdate('sl_counters', u32(5), u64(1n)));
+    obj.mapUpdate('sl_counters', leU32(5), all);
+    t.deepEqual(obj.mapLookup('sl_counters', leU32(5))!.map(readLeU64), Array.from({ length: n }, (_, i) => BigInt(100 + i)));
+    const e = nativeError(t, () => obj.mapUpdate('sl_counters', leU32(5), leU64(1n)));
     t.is(e.step, 'map_update');
     t.regex(e.message, new RegExp(`value is 8 bytes, the map wants ${8 * n}`));
   } finally {

@@ -2,7 +2,11 @@
  * connections.ts — the connection table: one entry per TCP socket seen by the kernel
  * probes, keyed by the kernel's struct sock address. Knows each connection's role
  * (accepted → server, connected → client, or inferred from the first bytes for sockets
- * that predate the agent), detects the protocol, and hands data to the protocol handler.
+ * that predate the agent), detects the protocol (HTTP/1, or HTTP/2 from the client
+ * preface; a few early server chunks are kept and replayed, as HTTP/2 servers speak
+ * first), and hands data to the protocol handler (http.ts, h2spans.ts). Owns the trace
+ * registry (trace.ts) those handlers share, and the set of the agent's own endpoints
+ * whose far end is ignored.
  *
  * Bounded by `maxConnections`: inserting past the bound evicts the oldest entry
  * (counted). Entries leave on close() or when idle longer than `idleMs` (sweep()).

@@ -1,6 +1,7 @@
 /**
  * layout.ts — the TypeScript mirror of bpf/sidelight.h: event struct offsets, enums,
- * counter names, and the encoder of the read-only BPF config (struct sl_config).
+ * counter names, the encoder of the read-only BPF config (struct sl_config), and the
+ * little-endian encoders of BPF map keys and values.
  *
  * Owns no state. If bpf/sidelight.h changes, change this file; test/receiver/layout.test.ts
  * compares these numbers with the ones the addon compiles from the header.
@@ -117,3 +118,26 @@ export const BPF_NAMES = {
   portFilter: 'sl_port_filter',
   dnsPorts: 'sl_dns_ports',
 } as const;
+
+/** BPF map keys and values are host byte order (little-endian on x86_64). */
+export function leU16(n: number): Uint8Array {
+  const b = new Uint8Array(2);
+  new DataView(b.buffer).setUint16(0, n, true);
+  return b;
+}
+
+export function leU32(n: number): Uint8Array {
+  const b = new Uint8Array(4);
+  new DataView(b.buffer).setUint32(0, n, true);
+  return b;
+}
+
+export function leU64(n: bigint): Uint8Array {
+  const b = new Uint8Array(8);
+  new DataView(b.buffer).setBigUint64(0, n, true);
+  return b;
+}
+
+export function readLeU64(b: Uint8Array): bigint {
+  return new DataView(b.buffer, b.byteOffset, b.byteLength).getBigUint64(0, true);
+}
