@@ -7,7 +7,8 @@
  *
  * Owns a bounded cache keyed by pid (`maxProcesses`, oldest evicted, counted). Entries are
  * re-read after `ttlMs` so a reused pid gets fresh metadata. A process that is already gone
- * (short-lived clients) gets a resource from the event's comm. Resource objects are reused
+ * (short-lived clients) gets a resource from the kernel's process record or the event's comm,
+ * and its container/pod from the event's cgroup id (cgroups.ts). Resource objects are reused
  * so the OTLP transformer groups spans per process. Synchronous /proc reads, main thread.
  */
 import { readFileSync, readlinkSync } from 'node:fs';
@@ -20,6 +21,7 @@ import {
   ATTR_TELEMETRY_DISTRO_VERSION,
 } from '@opentelemetry/semantic-conventions';
 import type { AttrValue, ProcessRef } from '../receiver/span.js';
+import type { CgroupIndex } from './cgroups.js';
 import { readContainer, type CgroupContainer } from './container.js';
 import { isGoBinary } from './elf.js';
 import type { K8sMetadata, PodInfo } from './k8s.js';
@@ -44,6 +46,8 @@ export interface ProcessCacheOptions {
   k8s?: Pick<K8sMetadata, 'podByContainerId' | 'podByUid'>;
   /** k8s.cluster.name */
   clusterName?: string;
+  /** container/pod by the event's cgroup v2 id, for processes gone from /proc (cgroups.ts) */
+  cgroups?: Pick<CgroupIndex, 'container'>;
 }
 
 export interface ProcessInfo {
@@ -140,7 +144,8 @@ const MISSING_TTL_MS = 5_000;
 export class ProcessCache {
   private readonly entries = new Map<number, Entry>();
   private readonly hints = new Map<number, ProcessHint>();
-  private readonly opts: Required<Omit<ProcessCacheOptions, 'extraAttributes' | 'k8s' | 'clusterName'>> & { extraAttributes: Record<string, string> };
+  private readonly opts: Required<Omit<ProcessCacheOptions, 'extraAttributes' | 'k8s' | 'clusterName' | 'cgroups'>> & { extraAttributes: Record<string, string> };
+  private readonly cgroups: Pick<CgroupIndex, 'container'> | undefined;
   private k8s: Pick<K8sMetadata, 'podByContainerId' | 'podByUid'> | undefined;
   private clusterName: string | undefined;
   readonly stats: ProcessCacheStats = { lookups: 0, procReads: 0, procMissing: 0, fromKernel: 0, evicted: 0 };
@@ -155,6 +160,7 @@ export class ProcessCache {
     };
     this.k8s = opts.k8s;
     this.clusterName = opts.clusterName;
+    this.cgroups = opts.cgroups;
   }
 
   /** Enrich with Kubernetes metadata from now on (resources are rebuilt as their pods are found). */
@@ -209,7 +215,28 @@ export class ProcessCache {
     const hit = this.entries.get(p.tgid);
     // a process we could not read is retried sooner: it may have just exec'd
     const ttl = hit?.info.fromProc ? this.opts.ttlMs : MISSING_TTL_MS;
-    if (hit && now - hit.readAt < ttl) return hit;
+    if (hit && now - hit.readAt < ttl) {
+      // a gone process first seen through a bare lookup (threadsUntrusted: no comm, no
+      // cgroup id): fill in what this event knows
+      if (!hit.info.fromProc) {
+        let changed = false;
+        if (hit.info.executableName === '' && p.comm !== '') {
+          hit.info.executableName = p.comm;
+          changed = true;
+        }
+        const c = !hit.info.container && p.cgroupId !== 0n ? this.cgroups?.container(p.cgroupId) : undefined;
+        if (c) {
+          hit.info.container = c;
+          changed = true;
+        }
+        if (changed) {
+          const where = this.podOf(hit.info);
+          hit.pod = where?.pod;
+          hit.resource = resourceFromAttributes(this.attributes(hit.info, where));
+        }
+      }
+      return hit;
+    }
     const info = this.read(p);
     // keep what we knew if the process is gone now
     if (!info.fromProc && hit?.info.fromProc) {
@@ -241,10 +268,13 @@ export class ProcessCache {
     }
     if (exePath === undefined) {
       this.stats.procMissing++;
+      // gone: its cgroup (kept in the event) still names its container and pod
+      const c = this.cgroups?.container(p.cgroupId);
+      const container = c ? { container: c } : {};
       const hint = this.hints.get(p.tgid);
-      if (!hint) return { pid: p.tgid, executableName: p.comm, resourceAttributes: {}, fromProc: false };
+      if (!hint) return { pid: p.tgid, executableName: p.comm, resourceAttributes: {}, fromProc: false, ...container };
       this.stats.fromKernel++;
-      return { ...this.fromEnv(p.tgid, hint.env), executableName: hint.executableName || p.comm, fromProc: false };
+      return { ...this.fromEnv(p.tgid, hint.env), executableName: hint.executableName || p.comm, fromProc: false, ...container };
     }
     exePath = exePath.replace(/ \(deleted\)$/, '');
     return {
