@@ -190,12 +190,13 @@ export function workloadOf(pod: PodInfo): { name: string; kind: string } | undef
 /**
  * Name the peer at `ip` (and `port`): a Service's ClusterIP (service, namespace and the
  * service's DNS name; the pod behind it is chosen later by NAT, unseen here); an endpoint
- * address of a Service (service, namespace, pod; workload when the pod runs on this node);
+ * address of a Service (service, namespace, pod; workload from the pod on this node, or
+ * for a pod elsewhere once meta.remoteWorkload has looked it up);
  * or a pod on this node behind no Service (namespace, pod, workload, and service = the
  * service.name that pod's own spans get, from its metadata). Undefined when unknown.
  */
 export function describePeer(
-  meta: Pick<K8sMetadata, 'serviceByIp' | 'endpointByIp' | 'podByIp'>,
+  meta: Pick<K8sMetadata, 'serviceByIp' | 'endpointByIp' | 'podByIp' | 'remoteWorkload'>,
   ip: string,
   port?: number,
   opts: { clusterDomain?: string } = {},
@@ -221,7 +222,7 @@ export function describePeer(
   }
   const podName = pod?.name ?? ep?.podRef?.name;
   if (podName) d[ATTR_PEER_POD] = podName;
-  const w = pod ? workloadOf(pod) : undefined;
+  const w = pod ? workloadOf(pod) : ep?.podRef ? meta.remoteWorkload?.(ep.podRef) : undefined;
   if (w) {
     d[ATTR_PEER_WORKLOAD] = w.name;
     d[ATTR_PEER_WORKLOAD_KIND] = w.kind;

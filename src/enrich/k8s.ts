@@ -9,7 +9,10 @@
  * cache of owner lookups: a pod owned by a ReplicaSet or a Job is resolved to its
  * Deployment or CronJob by GETting that ReplicaSet/Job once (bounded, with a TTL, one
  * request in flight per owner, at most `ownerConcurrency` at once) — owners are read from
- * ownerReferences, never guessed from names. Objects are reduced to the few fields used
+ * ownerReferences, never guessed from names. Pods on other nodes that are endpoints of a
+ * Service (a CLIENT span's peer) get their workload the same way: the pod is GET once
+ * (`remoteWorkload`, cached under the same bound and TTL as owners), then its ReplicaSet or
+ * Job from the owner cache; until both answers are in, the peer has no workload. Objects are reduced to the few fields used
  * before the informer stores them (lists are paged), and every table has a bound and a
  * counter (`stats`).
  *
@@ -37,6 +40,7 @@ import { existsSync } from 'node:fs';
 import type {
   AppsV1Api,
   BatchV1Api,
+  CoreV1Api,
   ConfigurationOptions,
   KubeConfig,
   KubernetesListObject,
@@ -159,6 +163,9 @@ export interface K8sStats {
   /** times ready went from true to false */
   notReady: number;
   ownerLookups: number;
+  /** pods on other nodes (endpoints of Services) fetched to name their workload; entries cached */
+  remotePodLookups: number;
+  remotePods: number;
   ownerCacheHits: number;
   ownerNotFound: number;
   ownerLookupErrors: number;
@@ -181,6 +188,8 @@ export interface K8sMetadata {
   serviceByIp(ip: string): ServiceInfo | undefined;
   /** endpoint IP → its Service (and pod); `port` prefers the slice that serves it */
   endpointByIp(ip: string, port?: number): EndpointInfo | undefined;
+  /** the top-level controller of a pod on another node (looked up in the background; undefined until known) */
+  remoteWorkload?(ref: PodRef): { name: string; kind: string } | undefined;
   /** every informer has synced and none is failing */
   readonly ready: boolean;
   readonly stats: K8sStats;
@@ -877,6 +886,8 @@ export class KubernetesMetadata implements K8sMetadata, FeedHost {
     restarts: 0,
     notReady: 0,
     ownerLookups: 0,
+    remotePodLookups: 0,
+    remotePods: 0,
     ownerCacheHits: 0,
     ownerNotFound: 0,
     ownerLookupErrors: 0,
@@ -906,6 +917,9 @@ export class KubernetesMetadata implements K8sMetadata, FeedHost {
   // owners
   private readonly ownerCache = new Map<string, OwnerEntry>();
   private readonly ownerInflight = new Set<string>();
+  /** pods on other nodes: ns/name/uid → their controller (undefined: none, or not found) */
+  private readonly remotePods = new Map<string, { ref?: OwnerRef; at: number }>();
+  private core: CoreV1Api | undefined;
   private readonly ownerFailed = new Map<string, { namespace: string; ref: OwnerRef }>();
   private readonly ownerQueue: (() => Promise<void>)[] = [];
   private ownerActive = 0;
@@ -937,6 +951,7 @@ export class KubernetesMetadata implements K8sMetadata, FeedHost {
     this.lib = lib;
     const kc = loadKubeConfig(o, lib);
     const core = kc.makeApiClient(lib.CoreV1Api);
+    this.core = core;
     this.apps = kc.makeApiClient(lib.AppsV1Api);
     this.batch = kc.makeApiClient(lib.BatchV1Api);
     const fieldSelector = `spec.nodeName=${o.nodeName}`;
@@ -1177,6 +1192,66 @@ export class KubernetesMetadata implements K8sMetadata, FeedHost {
     if (this.podRecords.has(uid)) return; // back alive
     const info = this.pods.get(uid);
     if (info) this.unindexPod({ info }, true);
+  }
+
+  // -------------------------------------------------------------------- remote pods
+
+  remoteWorkload(ref: PodRef): { name: string; kind: string } | undefined {
+    const key = `${ref.namespace}/${ref.name}/${ref.uid ?? ''}`;
+    const e = this.remotePods.get(key);
+    if (e === undefined || Date.now() - e.at > this.options.ownerCacheTtlMs) this.requestRemotePod(key, ref);
+    const owner = e?.ref;
+    if (owner === undefined) return undefined;
+    if (owner.kind !== 'ReplicaSet' && owner.kind !== 'Job') return { name: owner.name, kind: owner.kind };
+    const oe = this.ownerCache.get(ownerKey(ref.namespace, owner));
+    if (oe === undefined) {
+      this.requestOwner(ref.namespace, owner);
+      return undefined;
+    }
+    if (oe.parent !== undefined) return { name: oe.parent, kind: owner.kind === 'ReplicaSet' ? 'Deployment' : 'CronJob' };
+    return { name: owner.name, kind: owner.kind };
+  }
+
+  private requestRemotePod(key: string, ref: PodRef): void {
+    const ikey = `pod/${key}`;
+    if (this.stopped || !this.core || this.ownerInflight.has(ikey)) return;
+    this.ownerInflight.add(ikey);
+    this.ownerQueue.push(() => this.lookupRemotePod(key, ikey, ref));
+    this.pumpOwners();
+  }
+
+  /** GET the pod once; its controller (and for a ReplicaSet/Job, that one's owner) names the workload. */
+  private async lookupRemotePod(key: string, ikey: string, ref: PodRef): Promise<void> {
+    let entry: { ref?: OwnerRef; at: number } | undefined;
+    try {
+      this.stats.remotePodLookups++;
+      const p = await this.core!.readNamespacedPod({ name: ref.name, namespace: ref.namespace }, this.requestOptions());
+      if (this.stopped) return;
+      const uid = p.metadata?.uid;
+      const owner = ref.uid && uid && uid !== ref.uid ? undefined : controllerRef(p.metadata?.ownerReferences);
+      entry = { ...(owner ? { ref: owner } : {}), at: Date.now() };
+      if (owner && (owner.kind === 'ReplicaSet' || owner.kind === 'Job')) this.requestOwner(ref.namespace, owner);
+    } catch (e) {
+      if (this.stopped) return;
+      if (errorCode(e) === 404) {
+        this.stats.ownerNotFound++;
+        entry = { at: Date.now() };
+      } else {
+        this.stats.ownerLookupErrors++;
+        // asked again after ownerRetryMs
+        entry = { at: Date.now() - this.options.ownerCacheTtlMs + this.options.ownerRetryMs };
+        this.report(`kubernetes: get pod ${ref.namespace}/${ref.name}: ${(e as Error).message ?? String(e)}; retrying in ${this.options.ownerRetryMs} ms`);
+      }
+    } finally {
+      this.ownerInflight.delete(ikey);
+    }
+    this.remotePods.delete(key);
+    while (this.remotePods.size >= this.options.maxOwners) {
+      this.remotePods.delete(this.remotePods.keys().next().value!);
+      this.stats.ownerEvicted++;
+    }
+    this.remotePods.set(key, entry);
+    this.stats.remotePods = this.remotePods.size;
   }
 
   // ------------------------------------------------------------------------- owners

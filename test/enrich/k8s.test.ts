@@ -471,12 +471,14 @@ test('services and endpointslices: describePeer for ClusterIPs, endpoints and po
   });
   t.is(m.describePeer('10.1.0.11', 9090)?.['sidelight.peer.service'], 'web-admin');
   t.is(m.describePeer('10.1.0.11')?.['sidelight.peer.service'], 'web', 'no port: the smallest service name');
-  // a pod on another node: its name from the endpoint, its workload unknown here
+  // a pod on another node: its name from the endpoint; it has no controller (fetched once to know)
   t.deepEqual(m.describePeer('10.2.0.5', 8080), {
     'sidelight.peer.service': 'web',
     'sidelight.peer.namespace': 'shop',
     'sidelight.peer.pod': 'elsewhere',
   });
+  await eventually(t, 'remote pod fetched', () => m.stats.remotePods === 1);
+  t.is(m.describePeer('10.2.0.5', 8080)?.['sidelight.peer.workload'], undefined);
   // a local pod behind no Service: named as its own spans are
   t.deepEqual(m.describePeer('10.1.0.14', 5432), {
     'sidelight.peer.service': 'pg',
@@ -498,6 +500,37 @@ test('services and endpointslices: describePeer for ClusterIPs, endpoints and po
   await eventually(t, 'service gone', () => m.serviceByIp('10.96.0.10') === undefined && m.stats.endpoints === 2);
   t.is(m.describePeer('10.1.0.11', 8080)?.['sidelight.peer.service'], 'web-admin', 'the remaining slice');
   t.is(m.endpointByIp('10.2.0.5'), undefined);
+});
+
+test('peers on other nodes: the workload of an endpoint pod elsewhere, from its ownerReferences (pod, then ReplicaSet, fetched once)', async (t) => {
+  const { f, m } = await setup(t, (f) => {
+    seedShop(f);
+    f.apply(replicaSet('pay', 'api-6c7d8', 'rs-pay-uid', { name: 'api', uid: 'dep-pay-uid' }));
+    f.apply(pod({ namespace: 'pay', name: 'api-6c7d8-zz', uid: 'uid-pay-1', nodeName: 'node-b', ip: '10.2.0.9', owner: { kind: 'ReplicaSet', name: 'api-6c7d8', uid: 'rs-pay-uid' } }));
+    f.apply(pod({ namespace: 'pay', name: 'ledger-0', uid: 'uid-ledger-0', nodeName: 'node-c', ip: '10.3.0.4', owner: { kind: 'StatefulSet', name: 'ledger', uid: 'sts-l' } }));
+    f.apply(endpointSlice('pay', 'api', 'api-x', [{ ip: '10.2.0.9', nodeName: 'node-b', pod: { name: 'api-6c7d8-zz', uid: 'uid-pay-1' } }, { ip: '10.3.0.4', nodeName: 'node-c', pod: { name: 'ledger-0', uid: 'uid-ledger-0' } }, { ip: '10.3.0.5', pod: { name: 'gone-pod', uid: 'uid-gone' } }], [8443]));
+  });
+  // first sight: named by the endpoint only, the lookups start in the background
+  t.deepEqual(m.describePeer('10.2.0.9', 8443), { 'sidelight.peer.service': 'api', 'sidelight.peer.namespace': 'pay', 'sidelight.peer.pod': 'api-6c7d8-zz' });
+  m.describePeer('10.3.0.4', 8443);
+  m.describePeer('10.3.0.5', 8443);
+  await eventually(t, 'workloads', () => m.describePeer('10.2.0.9', 8443)?.['sidelight.peer.workload'] === 'api' && m.describePeer('10.3.0.4', 8443)?.['sidelight.peer.workload'] !== undefined);
+  t.deepEqual(m.describePeer('10.2.0.9', 8443), {
+    'sidelight.peer.service': 'api',
+    'sidelight.peer.namespace': 'pay',
+    'sidelight.peer.pod': 'api-6c7d8-zz',
+    'sidelight.peer.workload': 'api',
+    'sidelight.peer.workload.kind': 'Deployment',
+  });
+  t.like(m.describePeer('10.3.0.4', 8443), { 'sidelight.peer.workload': 'ledger', 'sidelight.peer.workload.kind': 'StatefulSet' });
+  t.is(m.describePeer('10.3.0.5', 8443)?.['sidelight.peer.workload'], undefined, 'a pod the API does not know (404): no workload');
+  // each pod and the ReplicaSet fetched once, however often the peer is named
+  for (let i = 0; i < 20; i++) m.describePeer('10.2.0.9', 8443);
+  t.is(f.count('GET', '/api/v1/namespaces/pay/pods/api-6c7d8-zz'), 1);
+  t.is(f.count('GET', '/api/v1/namespaces/pay/pods/ledger-0'), 1);
+  t.is(f.count('GET', '/apis/apps/v1/namespaces/pay/replicasets/api-6c7d8'), 1);
+  t.is(m.stats.remotePods, 3);
+  t.is(m.stats.remotePodLookups, 3);
 });
 
 test('peers: false watches pods only', async (t) => {
