@@ -166,6 +166,8 @@ export interface K8sStats {
   /** pods on other nodes (endpoints of Services) fetched to name their workload; entries cached */
   remotePodLookups: number;
   remotePods: number;
+  /** remote pod lookups not queued because REMOTE_QUEUE_MAX lookups were waiting */
+  remotePodQueueFull: number;
   ownerCacheHits: number;
   ownerNotFound: number;
   ownerLookupErrors: number;
@@ -852,6 +854,9 @@ interface OwnerEntry {
   at: number;
 }
 
+/** Owner/remote-pod lookups waiting at most (beyond: not queued, counted, asked again later). */
+const REMOTE_QUEUE_MAX = 256;
+
 const ownerKey = (namespace: string, ref: OwnerRef): string => `${ref.kind}/${namespace}/${ref.name}/${ref.uid}`;
 
 function errorCode(e: unknown): number | undefined {
@@ -888,6 +893,7 @@ export class KubernetesMetadata implements K8sMetadata, FeedHost {
     ownerLookups: 0,
     remotePodLookups: 0,
     remotePods: 0,
+    remotePodQueueFull: 0,
     ownerCacheHits: 0,
     ownerNotFound: 0,
     ownerLookupErrors: 0,
@@ -1215,6 +1221,11 @@ export class KubernetesMetadata implements K8sMetadata, FeedHost {
   private requestRemotePod(key: string, ref: PodRef): void {
     const ikey = `pod/${key}`;
     if (this.stopped || !this.core || this.ownerInflight.has(ikey)) return;
+    // a burst of new remote peers must not queue unboundedly: asked again on a later lookup
+    if (this.ownerQueue.length >= REMOTE_QUEUE_MAX) {
+      this.stats.remotePodQueueFull++;
+      return;
+    }
     this.ownerInflight.add(ikey);
     this.ownerQueue.push(() => this.lookupRemotePod(key, ikey, ref));
     this.pumpOwners();
