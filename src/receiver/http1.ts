@@ -151,8 +151,12 @@ function hexVal(b: number): number {
   return -1;
 }
 
+/** Bytes as a latin1 string. Short slices (methods, header names and values) by
+ * String.fromCharCode: about twice as fast as a Buffer view + toString, which dominated the
+ * receiver's profile. */
 function latin1(buf: Uint8Array, start: number, end: number): string {
   if (end <= start) return '';
+  if (end - start <= 128) return String.fromCharCode.apply(null, buf.subarray(start, end) as unknown as number[]);
   return Buffer.from(buf.buffer, buf.byteOffset + start, end - start).toString('latin1');
 }
 
