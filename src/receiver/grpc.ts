@@ -224,3 +224,11 @@ export function isGrpcError(code: number, kind: 'client' | 'server'): boolean {
   if (kind === 'client') return code !== GRPC_OK;
   return SERVER_ERRORS.has(code);
 }
+
+/** PROTOCOL-HTTP2.md Timeout: `grpc-timeout` ("1-8 digits" + H|M|S|m|u|n) in ns; undefined when malformed */
+export function grpcTimeoutNs(value: string | undefined): bigint | undefined {
+  const m = value === undefined ? null : /^(\d{1,8})([HMSmun])$/.exec(value.trim());
+  if (!m) return undefined;
+  const unit: Record<string, bigint> = { H: 3_600_000_000_000n, M: 60_000_000_000n, S: 1_000_000_000n, m: 1_000_000n, u: 1_000n, n: 1n };
+  return BigInt(m[1]!) * unit[m[2]!]!;
+}

@@ -22,7 +22,13 @@
  *    a later complete block starts with a dynamic table size update to 0 (table emptied: its
  *    state is known again). A block larger than maxHeaderBlockBytes is treated the same way.
  *  - a gap over any octet of a frame header (or where a frame header should start) loses
- *    framing: that direction stops for good (counted in framingLost, one 'error' event).
+ *    framing (counted in framingLost, one 'error' event): that direction skips chunks until
+ *    one (a syscall's bytes) starts with a plausible frame header (resync(): a known type,
+ *    its flags, stream and length rules, length within SETTINGS_MAX_FRAME_SIZE, and the next
+ *    header, when captured, plausible too; counted in framingResyncs). Frames hidden in the gap
+ *    may have changed the HPACK table, so after a resync only header blocks that reference
+ *    no dynamic entry older than the resync are decoded; any other block desyncs the
+ *    direction (see above).
  *    Gaps in padding, priority fields, PING, WINDOW_UPDATE, PRIORITY and unknown frames are
  *    harmless; a gap over the fields of RST_STREAM / GOAWAY reports the unknown field as -1.
  *  - a connection not seen from its start (client bytes are not the preface, or the server's
@@ -102,8 +108,10 @@ export interface Http2Stats {
   hpackErrors: number;
   /** streams not tracked because maxStreams were open */
   overflow: number;
-  /** directions stopped because a capture gap hid a frame header */
+  /** directions that lost framing because a capture gap hid a frame header */
   framingLost: number;
+  /** of those, the times framing was found again at the start of a later chunk */
+  framingResyncs: number;
   /** directions stopped because of a protocol violation */
   protocolErrors: number;
   /** 'error' events emitted */
@@ -152,6 +160,11 @@ const F_PADDED = 0x8;
 const F_PRIORITY = 0x20;
 
 const SETTINGS_HEADER_TABLE_SIZE = 0x1;
+const SETTINGS_MAX_FRAME_SIZE = 0x5;
+const DEFAULT_MAX_FRAME = 16384;
+const MAX_MAX_FRAME = 16777215;
+/** flags each frame type may carry (RFC 9113 §6), by type */
+const ALLOWED_FLAGS = [0x09, 0x2d, 0x00, 0x00, 0x01, 0x0c, 0x01, 0x00, 0x00, 0x04];
 
 const DEFAULT_MAX_STREAMS = 1000;
 const DEFAULT_MAX_BLOCK = 262144;
@@ -253,7 +266,8 @@ type Phase =
   | 'upgradeHead' // server of an h2c connection: skipping the HTTP/1 101 head
   | 'header' // reading a 9-octet frame header
   | 'payload' // inside a frame payload
-  | 'stopped'; // framing lost / protocol error / internal fault: ignore the rest
+  | 'resync' // framing lost: skip to a chunk that starts with a plausible frame header
+  | 'stopped'; // protocol error / internal fault: ignore the rest
 
 interface Block {
   kind: 'headers' | 'push';
@@ -276,6 +290,10 @@ class Side {
   tableLimit = DEFAULT_TABLE_SIZE;
   desynced = false;
   firstFrame = true;
+  /** largest frame this side may send (the peer's SETTINGS_MAX_FRAME_SIZE) */
+  maxFrame = DEFAULT_MAX_FRAME;
+  /** after a framing resync: dynamic table entries inserted since (undefined: table state exact) */
+  trusted: number | undefined;
 
   prefacePos = 0;
   /** upgradeHead: octets skipped, and how much of "\r\n\r\n" was just seen */
@@ -368,6 +386,7 @@ export class Http2Connection {
     hpackErrors: 0,
     overflow: 0,
     framingLost: 0,
+    framingResyncs: 0,
     protocolErrors: 0,
     errors: 0,
     skippedBytes: 0,
@@ -410,9 +429,10 @@ export class Http2Connection {
     return (from === 'client' ? this.client : this.server).desynced;
   }
 
-  /** has this direction stopped parsing (framing lost, protocol error, midstream)? */
+  /** has this direction stopped parsing (framing lost and not found again, protocol error, midstream)? */
   stopped(from: H2Side): boolean {
-    return this.ignored || (from === 'client' ? this.client : this.server).phase === 'stopped';
+    const phase = (from === 'client' ? this.client : this.server).phase;
+    return this.ignored || phase === 'stopped' || phase === 'resync';
   }
 
   /** HPACK table of the decoder for header blocks sent by `from` */
@@ -497,6 +517,17 @@ export class Http2Connection {
     }
     const tsStart = typeof chunk.tsStart === 'bigint' ? chunk.tsStart : 0n;
     const tsEnd = typeof chunk.tsEnd === 'bigint' ? chunk.tsEnd : tsStart;
+    if (side.phase === 'resync') {
+      // writers start a syscall at a frame boundary often enough: look for one here
+      if (!this.plausibleAt(side, data, 0, 2)) {
+        this.counters.skippedBytes += total;
+        return;
+      }
+      side.phase = 'header';
+      side.hdrLen = 0;
+      side.trusted ??= 0;
+      this.counters.framingResyncs++;
+    }
     let pos = 0;
     while (pos < total) {
       switch (side.phase as Phase) { // handlers change it; defeat narrowing
@@ -512,6 +543,7 @@ export class Http2Connection {
         case 'payload':
           pos = this.onPayload(side, data, pos, total, tsEnd, out);
           break;
+        case 'resync':
         case 'stopped':
           this.counters.skippedBytes += total - pos;
           pos = total;
@@ -821,6 +853,9 @@ export class Http2Connection {
             if (id === SETTINGS_HEADER_TABLE_SIZE) {
               // this side's decoder limit bounds the PEER's encoder
               this.applyTableSize(side === this.client ? this.server : this.client, u32(buf, o + 2));
+            } else if (id === SETTINGS_MAX_FRAME_SIZE) {
+              const v = u32(buf, o + 2);
+              if (v >= DEFAULT_MAX_FRAME && v <= MAX_MAX_FRAME) (side === this.client ? this.server : this.client).maxFrame = v;
             }
           }
         }
@@ -867,11 +902,15 @@ export class Http2Connection {
       this.desync(side, out, block.corrupt ? 'capture gap in a header block: HPACK state lost' : 'header block too large: HPACK state lost');
     } else {
       const bytes = concat(block.parts, block.bytes);
+      if (!side.desynced && side.trusted !== undefined && !this.blockTrusted(side, bytes)) {
+        this.desync(side, out, 'header block refers to HPACK entries a framing gap may have changed');
+      }
       if (side.desynced && bytes.length > 0 && bytes[0] === 0x20) {
         // starts with a dynamic table size update to 0: the table is empty, its state known again
         const limit = side.decoder.tableSizeLimit;
         side.decoder = this.newDecoder(limit);
         side.desynced = false;
+        side.trusted = undefined;
         this.counters.resyncs++;
       }
       if (!side.desynced) {
@@ -966,8 +1005,104 @@ export class Http2Connection {
     this.error(side, out, reason);
   }
 
+  /**
+   * Could a frame header start at data[pos] in a chunk of `side`? Checks the captured header
+   * against RFC 9113 §6 (type known, no reserved bit, flags of its type, stream and length
+   * rules, length within the peer's SETTINGS_MAX_FRAME_SIZE); when the header after it is
+   * captured too, it must be plausible as well (`depth` headers in all).
+   */
+  private plausibleAt(side: Side, data: Uint8Array, pos: number, depth: number): boolean {
+    if (pos + 9 > data.length) return false;
+    const len = (data[pos]! << 16) | (data[pos + 1]! << 8) | data[pos + 2]!;
+    const type = data[pos + 3]!;
+    const flags = data[pos + 4]!;
+    if ((data[pos + 5]! & 0x80) !== 0) return false;
+    const sid = u32(data, pos + 5) & 0x7fffffff;
+    if (type > WINDOW_UPDATE || (flags & ~ALLOWED_FLAGS[type]!) !== 0 || len > side.maxFrame) return false;
+    switch (type) {
+      case DATA:
+      case HEADERS:
+        // a stream this connection opened: client streams are odd; pushed ones even
+        if (sid === 0 || (sid % 2 === 1 ? sid > this.highestClientStream + (side.name === 'client' ? 200 : 0) : sid > this.highestPushedStream)) return false;
+        break;
+      case PRIORITY:
+        if (sid === 0 || len !== 5) return false;
+        break;
+      case RST_STREAM:
+        if (sid === 0 || len !== 4) return false;
+        break;
+      case SETTINGS:
+        if (sid !== 0 || ((flags & F_ACK) !== 0 ? len !== 0 : len % 6 !== 0)) return false;
+        break;
+      case PUSH_PROMISE:
+        if (side.name === 'client' || sid === 0 || len < 4) return false;
+        break;
+      case PING:
+        if (sid !== 0 || len !== 8) return false;
+        break;
+      case GOAWAY:
+        if (sid !== 0 || len < 8) return false;
+        break;
+      case WINDOW_UPDATE:
+        if (len !== 4) return false;
+        break;
+    }
+    const next = pos + 9 + len;
+    return depth <= 1 || next + 9 > data.length || this.plausibleAt(side, data, next, depth - 1);
+  }
+
+  /**
+   * After a framing resync: may this header block be decoded with the table as we have it?
+   * Only if every dynamic-table reference is to an entry inserted since the resync (frames
+   * hidden in the gap may have inserted others). Counts the block's own insertions.
+   */
+  private blockTrusted(side: Side, b: Uint8Array): boolean {
+    let trusted = side.trusted ?? 0;
+    let o = 0;
+    const int = (prefix: number): number => {
+      const mask = (1 << prefix) - 1;
+      let v = b[o++]! & mask;
+      if (v < mask) return v;
+      let m = 0;
+      for (;;) {
+        if (o >= b.length || m > 28) return -1;
+        const c = b[o++]!;
+        v += (c & 0x7f) * 2 ** m;
+        m += 7;
+        if ((c & 0x80) === 0) return v;
+      }
+    };
+    const skipString = (): boolean => {
+      if (o >= b.length) return false;
+      const n = int(7);
+      if (n < 0 || o + n > b.length) return false;
+      o += n;
+      return true;
+    };
+    const refOk = (index: number): boolean => index >= 0 && (index <= 61 || index - 62 < trusted);
+    while (o < b.length) {
+      const c = b[o]!;
+      if ((c & 0x80) !== 0) {
+        if (!refOk(int(7))) return false;
+      } else if ((c & 0xc0) === 0x40) {
+        const name = int(6);
+        if (name < 0 || (name > 0 && !refOk(name)) || (name === 0 && !skipString()) || !skipString()) return false;
+        trusted++;
+      } else if ((c & 0xe0) === 0x20) {
+        const size = int(5);
+        if (size < 0) return false;
+        if (size === 0) trusted = 0; // emptied: nothing older can be referenced any more
+      } else {
+        const name = int(4);
+        if (name < 0 || (name > 0 && !refOk(name)) || (name === 0 && !skipString()) || !skipString()) return false;
+      }
+    }
+    side.trusted = trusted;
+    return true;
+  }
+
   private loseFraming(side: Side, out: H2Event[], reason: string, skipped: number, total: number): number {
-    side.phase = 'stopped';
+    side.phase = 'resync';
     side.block = undefined;
     side.buf = EMPTY;
     this.counters.framingLost++;
