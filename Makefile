@@ -16,7 +16,7 @@ NATIVE_SRCS := $(wildcard native/src/*) native/binding.gyp bpf/sidelight.h
 ADDON := native/build/Release/sidelight.node
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Wpadded -Werror -isystem build -Ibpf
 
-.PHONY: help run test setup packages node deps bpf addon ts collector check clean
+.PHONY: help run test setup packages node deps bpf addon ts collector peers pysdk helm jaeger trace-screenshot check clean
 help:
 	@echo "make run    set up and run the agent (ARGS='--config FILE' to pass flags)"
 	@echo "make test   set up and run all tests"
@@ -25,7 +25,7 @@ help:
 run: setup
 	./bin/sidelight run $(ARGS)
 
-test: setup collector
+test: setup collector peers pysdk helm jaeger
 	bash scripts/test.sh
 
 setup: packages node deps bpf addon ts
@@ -61,8 +61,35 @@ dist/.stamp: $(TS_SRCS) tsconfig.json node_modules/.stamp
 collector: | node
 	@bash scripts/collector.sh
 
+# OpenTelemetry Python SDK venv for the OTLP receiver e2e test, cached like the collector.
+pysdk:
+	@bash scripts/pysdk.sh >/dev/null
+
+# Go test peers (h2c server, gRPC greeter) from test/peers/go, cached like the collector.
+peers:
+	@bash scripts/peers.sh
+
+# Helm (for the chart tests: helm lint, helm template), built from the Go module proxy, cached.
+helm:
+	@bash scripts/helm.sh >/dev/null
+
+# Jaeger v2 (OTLP in, in-memory store, query API) for test/e2e/jaeger.test.ts, built from the
+# Go module proxy and cached like the collector. trace-screenshot regenerates the README's
+# docs/img/jaeger-trace.png (needs root; installs Debian's chromium if missing).
+jaeger:
+	@bash scripts/jaeger.sh >/dev/null
+
+trace-screenshot: setup collector jaeger
+	bash scripts/trace-screenshot.sh
+
 check: setup
 	./bin/sidelight check
+
+# Full-size reliability runs (issue #10): 300 000 connections, 20 000 processes, every hostile
+# barrage, least privilege, shutdown, hygiene. Longer than CI allows; the result is recorded in
+# bench/results/reliability.txt (README "Reliability").
+reliability: setup collector
+	bash scripts/reliability.sh
 
 clean:
 	rm -rf build dist native/build node_modules/.stamp

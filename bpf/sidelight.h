@@ -36,6 +36,7 @@ enum sl_event_type {
 	SL_EV_ACCEPT = 3,  /* accept()/accept4() returned a new socket */
 	SL_EV_CLOSE = 4,   /* close() of a TCP socket fd */
 	SL_EV_PROC = 5,    /* first connect/accept/DNS datagram of a process: exe name + environment prefix */
+	SL_EV_TCP = 6,     /* a TCP connection reached CLOSE: struct sl_tcp_summary follows (bpf/tcp.bpf.h) */
 };
 
 /*
@@ -68,6 +69,8 @@ enum sl_syscall {
 	SL_SYS_ACCEPT,
 	SL_SYS_ACCEPT4,
 	SL_SYS_CLOSE,
+	SL_SYS_SSL_READ,  /* TLS plaintext returned by SSL_read/SSL_read_ex (bpf/tls.bpf.h) */
+	SL_SYS_SSL_WRITE, /* TLS plaintext passed to SSL_write/SSL_write_ex */
 };
 
 /* Per-CPU counters (map sl_counters): src/receiver/layout.ts COUNTER_NAMES must match. */
@@ -79,8 +82,37 @@ enum sl_counter {
 	SL_CNT_MMSG_PARTIAL = 4,  /* sendmmsg/recvmmsg messages past SL_MAX_MMSG not captured */
 	SL_CNT_FILTERED = 5,      /* socket syscalls skipped by the pid/cgroup/port filters */
 	SL_CNT_PROCS = 6,         /* process records (SL_EV_PROC) sent */
-	SL_CNT__MAX = 8,
+	SL_CNT_TLS_CIPHER = 7,    /* syscalls on TLS sockets not reported: ciphertext (plaintext comes from SSL_*) */
+	SL_CNT_TLS_NOSOCK = 8,    /* SSL_read/SSL_write plaintext dropped: its socket was never learned */
+	SL_CNT_TCP_UNTRACKED = 9, /* TCP closes not summarised: opened before the agent, filtered, or the agent's own */
+	SL_CNT_TCP_TABLE_FULL = 10, /* TCP opens not recorded: sl_tcp_open full (their close is untracked) */
+	SL_CNT__MAX = 16,
 };
+
+/* Roles in sl_tcp_summary.role */
+#define SL_TCP_CLIENT 1
+#define SL_TCP_SERVER 2
+
+/*
+ * Payload of SL_EV_TCP (cap_len = sizeof): the kernel's totals for one TCP connection, read
+ * from struct tcp_sock when it enters TCP_CLOSE. The header's tgid/tid/comm/cgroup_id are
+ * the connecting process for clients (recorded at SYN_SENT, in its context) and 0 for
+ * accepted connections (userspace attributes those by sock, from the ACCEPT event).
+ */
+struct sl_tcp_summary {
+	__u64 bytes_sent;     /* payload bytes sent, retransmissions not counted again */
+	__u64 bytes_received; /* payload bytes received in order (the peer's FIN not counted) */
+	__u64 open_ns;        /* CLOCK_MONOTONIC ns at SYN_SENT (client) or SYN_RECV (server) */
+	__u32 srtt_us;        /* smoothed RTT in microseconds; 0: no sample */
+	__u32 total_retrans;  /* segments retransmitted */
+	__u32 segs_out;
+	__u32 segs_in;
+	__u8 role;            /* SL_TCP_CLIENT or SL_TCP_SERVER */
+	__u8 old_state;       /* state left for CLOSE: SYN_SENT (2) means the connect failed */
+	__u16 sk_err;         /* sk->sk_err at close: errno of a failed connect, or 0 */
+	__u32 _pad;
+};
+SL_STATIC_ASSERT(sizeof(struct sl_tcp_summary) == 48, "sl_tcp_summary size");
 
 /*
  * UDP is traced only for datagrams whose remote port is listed in the sl_dns_ports map

@@ -19,6 +19,8 @@
  * otherwise the reader's poll timeout bounds the latency.
  * Every loss is counted in sl_counters (enum sl_counter).
  *
+ * TLS plaintext: uprobes on OpenSSL, in tls.bpf.h (included below; see why there).
+ *
  * x86_64 syscall numbers only (the object is built with -D__TARGET_ARCH_x86).
  */
 #include "vmlinux.h"
@@ -27,6 +29,10 @@
 #include <bpf/bpf_tracing.h>
 #include "sidelight.h"
 #include "sock.bpf.h"
+
+/* errno values reported to userspace as a reset of the connection (see sl_exit) */
+#define SL_EPIPE 32
+#define SL_ECONNRESET 104
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -150,7 +156,7 @@ static __always_inline u8 sl_syscall_of(long id)
 static __always_inline bool sl_is_egress(u8 sys)
 {
 	return sys == SL_SYS_WRITE || sys == SL_SYS_WRITEV || sys == SL_SYS_SENDTO ||
-	       sys == SL_SYS_SENDMSG || sys == SL_SYS_SENDMMSG;
+	       sys == SL_SYS_SENDMSG || sys == SL_SYS_SENDMMSG || sys == SL_SYS_SSL_WRITE;
 }
 
 /* true when the current task passes the pid and cgroup filters */
@@ -280,6 +286,34 @@ static __always_inline u32 sl_copy_iov(u8 *dst, const struct iovec *iov, u64 iov
 	return off;
 }
 
+/*
+ * HTTP/2 sockets (struct sock address -> 1): marked when the client connection preface is
+ * written or read on them, dropped on close (LRU-bounded: a socket closed without close(),
+ * e.g. at process exit, ages out). Their payload is captured up to SL_MAX_CAPTURE, so that the
+ * frame headers that follow a long DATA frame in one write are still seen.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u64);
+	__type(value, u8);
+} sl_h2_socks SEC(".maps");
+
+/* "PRI * HT", the first 8 octets of the HTTP/2 client preface, as a little-endian u64 */
+#define SL_H2_PREFACE_LE 0x5448202a20495250ULL
+
+static __always_inline void sl_h2_note(const struct sl_scratch *s, u32 got)
+{
+	u64 head;
+	u8 one = 1;
+
+	if (s->ev.proto != SL_IPPROTO_TCP || got < 8)
+		return;
+	__builtin_memcpy(&head, s->data, sizeof(head));
+	if (head == SL_H2_PREFACE_LE)
+		bpf_map_update_elem(&sl_h2_socks, &s->ev.sock, &one, BPF_ANY);
+}
+
 static __always_inline bool sl_is_dns_port(u16 port)
 {
 	return port && bpf_map_lookup_elem(&sl_dns_ports, &port) != NULL;
@@ -291,6 +325,8 @@ static __always_inline u32 sl_want(u64 bytes, const struct sl_event *ev)
 	u32 want = sl_cfg.capture_bytes;
 
 	if (ev->proto == SL_IPPROTO_UDP || (ev->type == SL_EV_DATA && sl_is_dns_port(ev->conn.dport)))
+		want = SL_MAX_CAPTURE;
+	else if (ev->type == SL_EV_DATA && bpf_map_lookup_elem(&sl_h2_socks, &ev->sock))
 		want = SL_MAX_CAPTURE;
 
 	if (want > SL_MAX_CAPTURE)
@@ -355,9 +391,12 @@ static __always_inline void sl_emit_msg(const struct sl_inflight *f, u64 pid_tgi
 		return;
 	want = sl_want(bytes, &s->ev);
 	if (want) {
-		s->ev.cap_len = sl_copy_iov(s->data, msg->msg_iov, msg->msg_iovlen, want);
-		if (s->ev.cap_len == 0)
+		u32 got = sl_copy_iov(s->data, msg->msg_iov, msg->msg_iovlen, want);
+
+		if (got == 0)
 			sl_count(SL_CNT_READ_FAIL);
+		sl_h2_note(s, got);
+		s->ev.cap_len = got;
 	}
 	sl_submit(s);
 }
@@ -384,6 +423,7 @@ static __always_inline void sl_emit_buf(const struct sl_inflight *f, u64 pid_tgi
 		if (got == 0)
 			sl_count(SL_CNT_READ_FAIL);
 	}
+	sl_h2_note(s, got);
 	s->ev.cap_len = got;
 	sl_submit(s);
 }
@@ -430,6 +470,11 @@ static __always_inline void sl_describe_process(u64 pid_tgid)
 	sl_submit(s);
 }
 
+/* TLS plaintext (uprobes on SSL_*), sharing this object's maps: see the file's header */
+#include "tls.bpf.h"
+/* one summary per TCP connection (tp_btf/inet_sock_set_state): see that file's header */
+#include "tcp.bpf.h"
+
 static __always_inline int sl_enter(const struct pt_regs *regs, u8 sys)
 {
 	u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -460,6 +505,12 @@ static __always_inline int sl_enter(const struct pt_regs *regs, u8 sys)
 		} else if (sys == SL_SYS_CLOSE) {
 			struct sl_scratch *s;
 
+			sl_tls_on_close(sk);
+			{
+				u64 key = (u64)sk;
+
+				bpf_map_delete_elem(&sl_h2_socks, &key);
+			}
 			if (!sl_sock_wanted(sk) || !(s = sl_scratch_get()))
 				return 0;
 			sl_fill_header(&s->ev, SL_EV_CLOSE, sys, pid_tgid, fd, sk, bpf_ktime_get_ns(), 0);
@@ -467,6 +518,11 @@ static __always_inline int sl_enter(const struct pt_regs *regs, u8 sys)
 			sl_submit(s);
 			return 0;
 		}
+		/* TLS: learn SSL* -> socket (before the port filter: an SSL* on a filtered socket
+		 * must not be taken for another); a TLS socket's bytes are ciphertext, not reported */
+		if (f.proto == SL_IPPROTO_TCP && sys != SL_SYS_CONNECT &&
+		    sl_tls_on_syscall(pid_tgid, sys, fd, sk))
+			return 0;
 		/* connect: the remote port is not set yet; filter at exit */
 		if (sys != SL_SYS_CONNECT && !sl_sock_wanted(sk))
 			return 0;
@@ -527,8 +583,18 @@ static __always_inline int sl_exit(s64 ret)
 		break;
 	}
 
+	if ((ret == -SL_ECONNRESET || ret == -SL_EPIPE) && f.proto == SL_IPPROTO_TCP) {
+		/* the peer reset the connection: a DATA event without payload, ret < 0, so that
+		 * userspace ends the requests left unanswered with error.type connection_reset */
+		if (!(s = sl_scratch_get()))
+			return 0;
+		sl_fill_header(&s->ev, SL_EV_DATA, f.sys, pid_tgid, f.fd, (struct sock *)f.sk, f.ts, ret);
+		s->ev.proto = SL_IPPROTO_TCP;
+		sl_submit(s);
+		return 0;
+	}
 	if (ret <= 0)
-		return 0; /* EAGAIN, EOF, errors: nothing transferred */
+		return 0; /* EAGAIN, EOF, other errors: nothing transferred */
 	sk = (struct sock *)f.sk;
 	/* a process that only resolves names never connects over TCP: describe it here */
 	if (f.proto == SL_IPPROTO_UDP)

@@ -15,6 +15,7 @@
       "target_name": "sidelight",
       "sources": [
         "src/addon.cc",
+        "src/attach_net.cc",
         "src/errors.cc",
         "src/layout.cc",
         "src/object.cc",

@@ -1,29 +1,46 @@
 /**
  * agent.ts — one running Sidelight agent: loads and configures the eBPF object, attaches
- * it, and pumps ring-buffer batches through decode → routing (process records to the
+ * it (the TLS uprobes per OpenSSL file, found by receiver/tls.ts), and pumps ring-buffer batches through decode → routing (process records to the
  * process cache, DNS to the DNS tracker, the rest to the connection table: HTTP/1, HTTP/2,
  * gRPC) → span assembly and trace stitching → enrichment (process, container, Kubernetes)
- * → console and/or OTLP export (spans, and duration metrics per workload); serves health.
+ * → console trace trees, OTLP export and/or an OTLP JSON lines file (spans, and duration
+ * metrics per workload); serves health and the agent's own metrics (GET /metrics, and
+ * sidelight.* over OTLP: src/otlp/selfmetrics.ts).
  *
  * Lifetime: start() once, stop() once (idempotent). Everything runs on the main thread;
  * the addon's poll thread only hands over whole batches. Every loss is counted in stats().
  */
 import { existsSync, statSync } from 'node:fs';
-import type { Resource } from '@opentelemetry/resources';
+import { hostname } from 'node:os';
+import { resourceFromAttributes, type Resource } from '@opentelemetry/resources';
+import type { HrTime } from '@opentelemetry/api';
 import type { Config } from './config.js';
+import { CgroupIndex } from './enrich/cgroups.js';
 import { inCluster, KubernetesMetadata, nodeNameFromEnv } from './enrich/k8s.js';
 import { isLibuvWorker, ProcessCache } from './enrich/process.js';
 import { startHealthServer } from './health.js';
+import { OtlpReceiver } from './ingest/receiver.js';
+import { Senders } from './ingest/senders.js';
 import { log } from './log.js';
 import { loadNative, wrapNative, type NativeObject } from './native.js';
 import { ensureIds } from './otlp/convert.js';
-import { createOtlpMetricExporter, MetricExportLoop, MetricStore, recordSpan } from './otlp/metrics.js';
+import { MetricExportLoop, MetricStore, recordSpan } from './otlp/metrics.js';
+import { OtlpMetricExporter } from './otlp/metricexporter.js';
 import { ExportPipeline } from './otlp/pipeline.js';
-import { formatSpanLine, OtlpSink } from './otlp/sinks.js';
+import { renderPrometheus, selfMetrics, SelfMetricsLoop, type SelfSnapshot } from './otlp/selfmetrics.js';
+import { ConnMetricStore } from './otlp/connmetrics.js';
+import { ServiceGraph } from './otlp/servicegraph.js';
+import { FileSink } from './otlp/filesink.js';
+import { OtlpSink } from './otlp/sinks.js';
+import { TraceTreeView } from './otlp/terminal.js';
 import { bpfObjectPath } from './paths.js';
 import { MonotonicClock } from './receiver/clock.js';
 import { ConnectionTable } from './receiver/connections.js';
+import { TlsAttacher } from './receiver/tls.js';
+import { Injection } from './receiver/inject.js';
 import { DnsTracker } from './receiver/dns.js';
+import { RouteTemplater } from './receiver/routes.js';
+import { TcpTracker } from './receiver/tcpconn.js';
 import { decodeBatch, type DecodeStats, type KernelEvent } from './receiver/decode.js';
 import {
   BPF_NAMES,
@@ -38,8 +55,10 @@ import {
   leU64,
   readLeU64,
   SL_EXE_LEN,
+  TLS_PROGRAM_NAMES,
 } from './receiver/layout.js';
 import type { SidelightSpan } from './receiver/span.js';
+import { AGENT_NAME, AGENT_VERSION } from './version.js';
 
 /** Where the cgroup v2 hierarchy is mounted (hybrid systems mount it at .../unified). */
 export function cgroup2Root(): string {
@@ -81,16 +100,39 @@ export class Agent {
   private readonly table: ConnectionTable;
   private readonly dns: DnsTracker;
   private readonly processes: ProcessCache;
+  private readonly cgroups: CgroupIndex;
   private readonly pipeline: ExportPipeline | undefined;
-  private readonly console: boolean;
+  /** OTLP receiver for apps' own SDK telemetry (src/ingest/); undefined when receiver.enabled is false */
+  private readonly receiver: OtlpReceiver | undefined;
+  /** eBPF hop spans dropped because their process sends SDK spans itself (receiver.dedup) */
+  private dedupSuppressed = 0;
+  /** trace trees on stdout (export.console) */
+  private readonly view: TraceTreeView | undefined;
+  /** OTLP JSON lines to export.file (`run --output FILE`) */
+  private readonly filePipeline: ExportPipeline | undefined;
   private readonly metrics: MetricStore | undefined;
   private readonly metricLoop: MetricExportLoop | undefined;
+  private readonly metricExporter: OtlpMetricExporter | undefined;
+  /** the agent's own metrics (sidelight.*) over OTLP; also served as GET /metrics */
+  private readonly selfLoop: SelfMetricsLoop | undefined;
+  private spansCreated = 0;
+  /** client → server edges from paired spans: exported with the metrics, served on GET /map */
+  private readonly graph: ServiceGraph;
+  /** TCP summaries (SL_EV_TCP) and connects/accepts → connection facts → connMetrics */
+  private readonly tcp: TcpTracker;
+  private readonly connMetrics: ConnMetricStore | undefined;
   private readonly decodeStats: DecodeStats = { records: 0, malformed: 0 };
   private obj: NativeObject | undefined;
   private k8s: KubernetesMetadata | undefined;
   private health: { address: string; close(): Promise<void> } | undefined;
   private sweepTimer: NodeJS.Timeout | undefined;
+  /** TLS uprobes (tls.enabled); attached after the syscall probes */
+  private tls: TlsAttacher | undefined;
+  /** traceparent injection (http.inject.enabled): its own BPF object */
+  private injection: Injection | undefined;
   private dnsTimer: NodeJS.Timeout | undefined;
+  /** ends HTTP requests / HTTP/2 streams unanswered past http.requestTimeoutMs */
+  private requestTimer: NodeJS.Timeout | undefined;
   private batches = 0;
   private ready = false;
   private stopped = false;
@@ -101,7 +143,8 @@ export class Agent {
   constructor(config: Config) {
     this.config = config;
     const extra = { ...config.export.resourceAttributes };
-    this.processes = new ProcessCache({ maxProcesses: config.limits.processes, extraAttributes: extra });
+    this.cgroups = new CgroupIndex({ root: cgroup2Root() });
+    this.processes = new ProcessCache({ maxProcesses: config.limits.processes, extraAttributes: extra, cgroups: this.cgroups });
     this.table = new ConnectionTable(
       {
         maxConnections: config.limits.connections,
@@ -111,7 +154,7 @@ export class Agent {
         threadsUntrusted: (tgid) => this.processes.threadsUntrusted(tgid),
         isPoolThread: (tgid, tid) => isLibuvWorker(tgid, tid),
         idleMs: 5 * 60_000,
-        http: { captureQuery: config.http.captureQuery, maxPending: config.limits.pendingPerConnection },
+        http: { captureQuery: config.http.captureQuery, maxPending: config.limits.pendingPerConnection, requestTimeoutMs: config.http.requestTimeoutMs, routes: new RouteTemplater(config.http.routes) },
       },
       this.clock,
       (s) => this.onFinishedSpan(s),
@@ -119,17 +162,48 @@ export class Agent {
     this.dns = new DnsTracker(config.dns, this.clock, this.table.traces, (s) => this.onFinishedSpan(s));
     const traces = config.export.traces;
     this.pipeline = traces
-      ? new ExportPipeline(config.export.batch, new OtlpSink(traces), (m) => log.warn(m))
+      ? new ExportPipeline({ ...config.export.batch, retryMaxElapsedMs: config.export.retry.maxElapsedMs, retryInitialMs: config.export.retry.initialMs, retryMaxMs: config.export.retry.maxMs }, new OtlpSink(traces), (m) => log.warn(m))
       : undefined;
-    this.console = config.export.console === 'always' || (config.export.console === 'auto' && !traces);
+    const showConsole = config.export.console === 'always' || (config.export.console === 'auto' && !traces);
+    this.view = showConsole ? new TraceTreeView() : undefined;
+    this.filePipeline = config.export.file ? new ExportPipeline(config.export.batch, new FileSink(config.export.file), (m) => log.warn(m)) : undefined;
+    const rc = config.receiver;
+    if (rc.enabled) {
+      const senders = new Senders(
+        { maxConnections: rc.maxSenders, maxSenders: rc.maxSenders, senderBytesPerSecond: rc.senderBytesPerSecond, totalBytesPerSecond: rc.totalBytesPerSecond },
+        this.processes,
+      );
+      this.receiver = new OtlpReceiver(
+        rc,
+        { traces: config.export.traces, metrics: config.export.metrics, logs: config.export.logs },
+        { delayMs: config.export.batch.delayMs, retry: config.export.retry },
+        senders,
+        (m) => log.warn(m),
+      );
+    }
+    this.graph = new ServiceGraph(
+      { ...config.export.serviceGraph, maxEdges: config.export.maxSeries },
+      // host.name: each node's agent exports its own cumulative edges; they must not collide
+      resourceFromAttributes({ ...extra, 'service.name': AGENT_NAME, 'service.version': AGENT_VERSION, 'host.name': hostname() }),
+    );
+    this.tcp = new TcpTracker({ maxAccepted: config.limits.connections, selfTgid: process.pid }, (f) =>
+      this.connMetrics?.record(f, this.processes.resource(f.process)),
+    );
     const m = config.export.metrics;
     if (m) {
+      const conn = new ConnMetricStore({ maxWorkloads: config.limits.processes, maxSeries: config.export.maxSeries });
+      this.connMetrics = conn;
       this.metrics = new MetricStore({
         maxWorkloads: config.limits.processes,
         maxSeries: config.export.maxSeries,
         maxDnsNamesPerWorkload: config.dns.maxNamesPerWorkload,
       });
-      this.metricLoop = new MetricExportLoop(this.metrics, createOtlpMetricExporter(m), config.export.metricsIntervalMs, (msg) => log.warn(msg));
+      const store = this.metrics;
+      const source = { collect: (now: HrTime) => [...store.collect(now), ...conn.collect(now), ...this.graph.collect(now)] };
+      this.metricExporter = new OtlpMetricExporter(m, (msg) => log.warn(msg));
+      this.metricLoop = new MetricExportLoop(source, this.metricExporter, config.export.metricsIntervalMs, (msg) => log.warn(msg));
+      const self = resourceFromAttributes({ ...extra, 'service.name': AGENT_NAME, 'service.version': AGENT_VERSION, 'process.pid': process.pid, 'host.name': hostname() });
+      this.selfLoop = new SelfMetricsLoop(() => this.selfSnapshot(), self, this.metricExporter, config.export.metricsIntervalMs, (msg) => log.warn(msg));
     }
   }
 
@@ -143,6 +217,8 @@ export class Agent {
       live: true,
       ready: false,
       detail: () => this.stats(),
+      map: () => this.graph.snapshot(),
+      metrics: () => renderPrometheus(selfMetrics(this.selfSnapshot())),
     };
     Object.defineProperty(healthState, 'ready', { get: () => this.ready });
     this.health = await startHealthServer(c.health.address, healthState);
@@ -151,6 +227,7 @@ export class Agent {
     this.k8s = this.createKubernetes();
     if (this.k8s) {
       this.processes.setKubernetes(this.k8s, this.k8s.clusterName);
+      this.receiver?.senders.setKubernetes(this.k8s, this.k8s.clusterName);
       this.k8s.start().catch((e: Error) => log.error(`kubernetes metadata disabled: ${e.message}`));
     }
 
@@ -181,7 +258,8 @@ export class Agent {
       const st = obj.enableStats();
       if (!st.ok) log.warn(`bpf run-time stats unavailable (errno ${st.errno}); per-probe time will read 0`);
 
-      this.attachResults = obj.attach([]);
+      // the TLS uprobes are attached per binary (TlsAttacher), not by their SEC()
+      this.attachResults = obj.attach(TLS_PROGRAM_NAMES);
       const failed = this.attachResults.filter((r) => !r.ok);
       if (failed.length > 0) {
         throw new Error(`attach failed: ${failed.map((r) => `${r.name}: ${r.error} (errno ${r.errno})`).join('; ')}`);
@@ -199,11 +277,52 @@ export class Agent {
       await this.k8s?.stop();
       throw e;
     }
+    if (c.tls.enabled) {
+      const o = this.obj;
+      this.tls = new TlsAttacher(
+        { attachUprobe: (...a) => wrapNative(() => o.attachUprobe(...a)), detachUprobe: (h) => o.detachUprobe(h) },
+        { maxBinaries: c.tls.maxBinaries, rescanMs: c.tls.rescanMs, paths: c.tls.paths, warn: (m) => log.warn(m) },
+      );
+      this.tls.start();
+    }
+    if (c.http.inject.enabled) {
+      try {
+        this.injection = Injection.start(native, {
+          selfTgid: process.pid,
+          cgroupPath: `${cgroup2Root()}${c.http.inject.cgroup === '/' ? '' : c.http.inject.cgroup}`,
+          ports: c.http.inject.ports,
+          pollIntervalMs: c.capture.pollIntervalMs,
+          onError: (err) => log.error(`inject ring buffer poll: ${err.message}`),
+        });
+      } catch (e) {
+        await this.stop();
+        throw e;
+      }
+      this.table.traces.injections = this.injection.tracker;
+    }
     this.metricLoop?.start();
+    this.selfLoop?.begin();
     this.sweepTimer = setInterval(() => this.table.sweep(), 30_000);
     this.sweepTimer.unref();
-    this.dnsTimer = setInterval(() => this.dns.sweep(), Math.min(1000, c.dns.timeoutMs));
+    this.dnsTimer = setInterval(() => {
+      this.dns.sweep();
+      this.graph.sweep();
+    }, Math.min(1000, c.dns.timeoutMs));
     this.dnsTimer.unref();
+    this.requestTimer = setInterval(() => this.table.expireRequests(), Math.min(1000, c.http.requestTimeoutMs));
+    this.requestTimer.unref();
+    if (this.receiver) {
+      try {
+        await this.receiver.start();
+      } catch (e) {
+        await this.stop();
+        throw e;
+      }
+      const a = this.receiver.addresses;
+      log.info(`OTLP receiver: gRPC ${a.grpc ?? 'off'}, HTTP ${a.http ?? 'off'}`);
+      const none = (['traces', 'metrics', 'logs'] as const).filter((sig) => !c.export[sig]);
+      if (none.length > 0) log.warn(`OTLP receiver: no export endpoint for ${none.join(', ')}: what apps send there is accepted and dropped (counted)`);
+    }
     this.ready = true;
     log.info(`attached ${this.attachResults.map((r) => r.name).join(', ')}; health on http://${this.health.address}`);
   }
@@ -221,8 +340,12 @@ export class Agent {
 
   private route(ev: KernelEvent): void {
     if (ev.type === EventType.Proc) this.onProcess(ev);
+    else if (ev.type === EventType.Tcp) this.tcp.onSummary(ev);
     else if (this.dns.claims(ev)) this.dns.onEvent(ev);
-    else this.table.onEvent(ev);
+    else {
+      if (ev.type === EventType.Connect || ev.type === EventType.Accept) this.tcp.observe(ev);
+      this.table.onEvent(ev);
+    }
   }
 
   /** The kernel's description of a process, sent on its first connect/accept. */
@@ -231,6 +354,8 @@ export class Agent {
     const nul = exe.indexOf(0);
     const name = Buffer.from(exe.subarray(0, nul < 0 ? exe.length : nul)).toString('utf8');
     this.processes.hint(ev.tgid, name, ev.data.subarray(SL_EXE_LEN));
+    // a new process: does it bring its own OpenSSL?
+    this.tls?.scanPid(ev.tgid);
   }
 
   /** null when off; throws when `k8s.enabled: true` cannot work (before anything is attached). */
@@ -276,15 +401,20 @@ export class Agent {
   }
 
   private onFinishedSpan(s: SidelightSpan): void {
+    this.spansCreated++;
     ensureIds(s);
+    if (this.receiver && this.config.receiver.dedup && (s.kind === 'server' || s.kind === 'client') && this.receiver.senders.isSdkSender(s.process.tgid)) {
+      // the process reports this hop itself through the OTLP receiver: one span per hop
+      this.dedupSuppressed++;
+      return;
+    }
     if (this.k8s && s.kind === 'client') this.describePeer(s);
     const resource = this.processes.resource(s.process);
-    if (this.console) {
-      const name = String(resource.attributes['service.name'] ?? s.process.comm);
-      process.stdout.write(`${formatSpanLine(s, name)}\n`);
-    }
+    this.view?.push(s, String(resource.attributes['service.name'] ?? s.process.comm));
     this.pipeline?.push(s, resource);
+    this.filePipeline?.push(s, resource);
     if (this.metrics) recordSpan(this.metrics, s, resource);
+    this.graph.onSpan(s, resource);
     this.onSpan?.(s, resource);
   }
 
@@ -301,6 +431,25 @@ export class Agent {
     return out;
   }
 
+  /** The counters self-telemetry (selfmetrics.ts) is built from. */
+  selfSnapshot(): SelfSnapshot {
+    const http = this.table.stats.http;
+    const dns = this.dns.stats;
+    return {
+      kernel: this.kernelCounters(),
+      probes: this.obj ? this.obj.programStats().map((p) => ({ name: p.name, runTimeNs: Number(p.runTimeNs), runCount: Number(p.runCount) })) : [],
+      eventsReceived: this.decodeStats.records,
+      malformedEvents: this.decodeStats.malformed,
+      spansCreated: this.spansCreated,
+      parserGaveUp: http.parseErrors + dns.parseErrors + dns.tcpDesync,
+      pendingOverflow: http.pendingOverflow,
+      connections: this.table.size,
+      traces: this.pipeline ? { stats: this.pipeline.stats, depth: this.pipeline.depth, depthBytes: this.pipeline.depthBytes, latency: this.pipeline.latency } : null,
+      metrics: this.metricExporter ? this.metricExporter.stats : null,
+      ...(this.receiver ? { receiver: { ...this.receiver.selfStats(), deduplicated: this.dedupSuppressed } } : {}),
+    };
+  }
+
   stats(): Record<string, unknown> {
     const probes = this.obj
       ? this.obj.programStats().map((p) => ({ name: p.name, runTimeNs: Number(p.runTimeNs), runCount: Number(p.runCount) }))
@@ -313,9 +462,17 @@ export class Agent {
       decode: { ...this.decodeStats },
       connections: { size: this.table.size, ...this.table.stats, http: { ...this.table.stats.http }, trace: { ...this.table.stats.trace, ...this.table.traces.sizes } },
       dns: { pending: this.dns.size, ...this.dns.stats },
+      tls: this.tls ? { ...this.tls.stats } : null,
+      inject: this.injection ? this.injection.stats() : null,
       processes: { size: this.processes.size, ...this.processes.stats },
+      cgroups: { size: this.cgroups.size, ...this.cgroups.stats },
       k8s: this.k8s ? { ready: this.k8s.ready, ...this.k8s.stats } : null,
-      export: this.pipeline ? { depth: this.pipeline.depth, ...this.pipeline.stats } : null,
+      export: this.pipeline ? { depth: this.pipeline.depth, depthBytes: this.pipeline.depthBytes, ...this.pipeline.stats } : null,
+      file: this.filePipeline ? { depth: this.filePipeline.depth, ...this.filePipeline.stats } : null,
+      console: this.view ? { held: this.view.held, ...this.view.stats } : null,
+      receiver: this.receiver ? { ...this.receiver.snapshot(), dedupSuppressed: this.dedupSuppressed } : null,
+      serviceGraph: { edges: this.graph.edgeCount, pending: this.graph.pending, ...this.graph.stats },
+      tcp: { accepted: this.tcp.size, ...this.tcp.stats, metrics: this.connMetrics ? { ...this.connMetrics.stats } : null },
       metrics: this.metrics ? { workloads: this.metrics.workloadCount, ...this.metrics.stats, ...this.metricLoop?.stats } : null,
     };
   }
@@ -326,10 +483,24 @@ export class Agent {
     this.ready = false;
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     if (this.dnsTimer) clearInterval(this.dnsTimer);
+    if (this.requestTimer) clearInterval(this.requestTimer);
     this.obj?.stop();
+    this.tls?.stop();
+    this.injection?.close();
+    this.injection = undefined;
     this.obj?.close();
     this.obj = undefined;
-    await this.pipeline?.shutdown(deadlineMs);
+    await this.receiver?.stop(deadlineMs);
+    this.view?.stop();
+    await Promise.all([this.pipeline?.shutdown(deadlineMs), this.filePipeline?.shutdown(deadlineMs)]);
+    if (this.pipeline) {
+      // the last word on the span queue: what was delivered and what was lost, and why
+      const p = this.pipeline.stats;
+      log.info(
+        `span export at stop: received ${p.received}, exported ${p.exported}, dropped ${p.droppedQueueFull + p.droppedQueueBytes} (queue full) + ${p.droppedExportFailed} (export failed or shutdown deadline), left ${this.pipeline.depth}`,
+      );
+    }
+    await this.selfLoop?.shutdown(deadlineMs); // before the metric loop: it shuts the shared exporter down
     await this.metricLoop?.shutdown(deadlineMs);
     await this.k8s?.stop();
     await this.health?.close();

@@ -1,16 +1,17 @@
 #!/usr/bin/env node
 /**
  * cli.ts — the `sidelight` command: `run` (the agent), `check` (can it run here, and why
- * not), `--help`, `--version`. Parses arguments with commander, loads the config (bad
+ * not), `map` (the running agent's service map), `--help`, `--version`. Parses arguments with commander, loads the config (bad
  * config: a message naming the key, exit 2, nothing attached), and turns SIGINT/SIGTERM
  * into a clean stop (flush, detach, exit 0).
  */
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import { Agent } from './agent.js';
 import { runCheck, formatReport } from './check.js';
 import { ConfigError, describeConfig, loadConfig, type Config } from './config.js';
 import { log, setLogLevel } from './log.js';
 import { SidelightNativeError } from './native.js';
+import { fetchMap, MAP_FORMATS, renderMap, type MapFormat } from './servicemap.js';
 import { AGENT_VERSION } from './version.js';
 
 function loadOrExit(file: string | undefined): Config {
@@ -36,8 +37,14 @@ function explain(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
-async function run(opts: { config?: string }): Promise<void> {
+/** A listen address as a place to connect to: the wildcard addresses mean this host. */
+function loopbackFor(address: string): string {
+  return address.replace(/^0\.0\.0\.0:/, '127.0.0.1:').replace(/^\[::\]:/, '[::1]:');
+}
+
+async function run(opts: { config?: string; output?: string }): Promise<void> {
   const config = loadOrExit(opts.config);
+  if (opts.output !== undefined) config.export.file = opts.output; // the flag wins over export.file
   setLogLevel(config.log.level);
   log.info(`sidelight ${AGENT_VERSION} starting`);
   // settings that differ from the defaults at info (describeConfig marks them "(from …)"), all at debug
@@ -49,10 +56,16 @@ async function run(opts: { config?: string }): Promise<void> {
     log.info(
       process.env.OTEL_SDK_DISABLED?.toLowerCase() === 'true'
         ? 'export disabled (OTEL_SDK_DISABLED=true)'
-        : 'no OTLP endpoint configured: printing spans here (set OTEL_EXPORTER_OTLP_ENDPOINT to export)',
+        : 'no OTLP endpoint configured: printing spans here as trace trees (set OTEL_EXPORTER_OTLP_ENDPOINT to export)',
     );
   }
-  const agent = new Agent(config);
+  let agent: Agent;
+  try {
+    agent = new Agent(config);
+  } catch (e) {
+    process.stderr.write(`sidelight: cannot start: ${explain(e)}\n`);
+    process.exit(1);
+  }
   let stopping = false;
   const stop = (sig: string): void => {
     if (stopping) return;
@@ -89,6 +102,7 @@ export async function main(argv: string[]): Promise<void> {
     .command('run')
     .description('run the agent (prints spans, or exports them when an OTLP endpoint is configured)')
     .option('-c, --config <file>', 'YAML config file (see config/default.yaml)')
+    .option('-o, --output <file>', 'also write spans to FILE as OTLP JSON lines (the Collector file exporter format; export.file)')
     .action(run);
   program
     .command('check')
@@ -100,6 +114,21 @@ export async function main(argv: string[]): Promise<void> {
       const report = runCheck(config);
       process.stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatReport(report)}\n`);
       process.exitCode = report.canRun ? 0 : 1;
+    });
+  program
+    .command('map')
+    .description("print the running agent's service map (from its health server's GET /map)")
+    .option('-c, --config <file>', 'YAML config file (for health.address)')
+    .option('-a, --address <host:port>', 'health server address (default: health.address, 0.0.0.0/[::] read as loopback)')
+    .addOption(new Option('-f, --format <format>', 'output format').choices([...MAP_FORMATS]).default('text'))
+    .action(async (opts: { config?: string; address?: string; format: MapFormat }) => {
+      const address = opts.address ?? loopbackFor(loadOrExit(opts.config).health.address);
+      try {
+        process.stdout.write(renderMap(await fetchMap(address), opts.format));
+      } catch (e) {
+        process.stderr.write(`sidelight map: ${(e as Error).message}\n`);
+        process.exitCode = 1;
+      }
     });
   try {
     await program.parseAsync(argv);

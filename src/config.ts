@@ -16,6 +16,7 @@ import { readFileSync } from 'node:fs';
 import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
 import { LineCounter, parseDocument } from 'yaml';
 import { HOST_PORT_ALLOWED, parseHostPort } from './health.js';
+import { parseRouteTemplate } from './receiver/routes.js';
 
 // ---------------------------------------------------------------------------
 // Types
@@ -65,6 +66,38 @@ export interface FilterOptions {
 export interface HttpOptions {
   /** Export url.query. Off by default: query strings can carry secrets. */
   captureQuery: boolean;
+  /** A request with no response after this long ends with error.type timeout, ms; 100..3600000. */
+  requestTimeoutMs: number;
+  /** http.route on SERVER spans (src/receiver/routes.ts). */
+  routes: RoutesOptions;
+  /** traceparent injection into outgoing HTTP/1 requests (src/receiver/inject.ts). */
+  inject: InjectOptions;
+}
+
+/** traceparent injection (bpf/inject.bpf.c): opt-in, it changes the bytes on the wire. */
+export interface InjectOptions {
+  /** Insert a traceparent header into outgoing plaintext HTTP/1 requests that carry none. */
+  enabled: boolean;
+  /** cgroup v2 path (under the cgroup2 mount) whose processes are injected; / is all. */
+  cgroup: string;
+  /** Remote ports whose connections are injected; empty: every port. */
+  ports: number[];
+}
+
+/** http.route: configured templates first, then the path heuristic. */
+export interface RoutesOptions {
+  /** Collapse id-like path segments ({id}, {uuid}, {hash}, {token}) when no template matches. */
+  heuristic: boolean;
+  /** Route templates like /users/{id} or /static/*, first match wins; at most 1000. */
+  templates: string[];
+}
+
+/** The service graph (edges between services, exported as traces_service_graph_*). */
+export interface ServiceGraphConfig {
+  /** How long a CLIENT or SERVER span waits for its other end, ms; 100..600000. */
+  waitMs: number;
+  /** Spans waiting for their other end; 16..1048576. Past it the oldest is dropped (counted). */
+  maxPending: number;
 }
 
 /** DNS lookups. */
@@ -77,6 +110,18 @@ export interface DnsOptions {
   maxPending: number;
   /** Distinct dns.question.name values per workload in dns.lookup.duration; more are recorded as _OTHER. */
   maxNamesPerWorkload: number;
+}
+
+/** TLS plaintext capture (src/receiver/tls.ts). */
+export interface TlsOptions {
+  /** Attach the SSL_* uprobes. */
+  enabled: boolean;
+  /** Look for new OpenSSL users among new processes this often, ms; 0..3600000 (0: only on first connect/accept). */
+  rescanMs: number;
+  /** Files probed at most; 1..4096. */
+  maxBinaries: number;
+  /** Extra OpenSSL libraries or executables to probe (absolute paths). */
+  paths: string[];
 }
 
 /** Memory bounds of the agent tables. */
@@ -97,6 +142,18 @@ export interface BatchOptions {
   delayMs: number;
   /** Spans buffered before new spans are dropped; 16..1048576. */
   queueSpans: number;
+  /** Estimated bytes of spans buffered before new spans are dropped; 65536..4294967296. */
+  queueBytes: number;
+}
+
+/** Retries of failed span exports (OTLP retryable outcomes only). */
+export interface RetryOptions {
+  /** First backoff delay, ms; 1..60000. */
+  initialMs: number;
+  /** Longest delay between attempts (also caps RetryInfo / Retry-After), ms; 1..600000. */
+  maxMs: number;
+  /** Give a batch up after retrying this long, ms; 0..3600000. */
+  maxElapsedMs: number;
 }
 
 /** The resolved OTLP traces exporter settings (computed, not a YAML key). */
@@ -125,6 +182,8 @@ export interface ExportOptions {
   tracesEndpoint: string;
   /** OTLP metrics endpoint URL, used as-is; wins over endpoint. */
   metricsEndpoint: string;
+  /** OTLP logs endpoint URL, used as-is; wins over endpoint (logs come only from the OTLP receiver). */
+  logsEndpoint: string;
   /** OTLP transport. */
   protocol: ExportProtocol;
   /** Extra request headers, name to value. Values are credentials: never log them. */
@@ -141,16 +200,48 @@ export interface ExportOptions {
   console: ConsoleMode;
   /** Batch span processor. */
   batch: BatchOptions;
+  /** Retries of failed span exports. */
+  retry: RetryOptions;
+  /** Also write spans to this file as OTLP JSON lines; empty: off. */
+  file: string;
   /** Metric export interval, ms; 100..3600000. */
   metricsIntervalMs: number;
   /** Attribute sets kept per metric and workload; past it: one overflow series. */
   maxSeries: number;
+  /** Service graph pairing (edges are capped by maxSeries). */
+  serviceGraph: ServiceGraphConfig;
   /** Extra resource attributes on every span (OTEL_RESOURCE_ATTRIBUTES merged over them). */
   resourceAttributes: Record<string, string>;
   /** Computed: where and how traces are exported; null when there is no endpoint or OTEL_SDK_DISABLED=true. */
   traces: TracesExport | null;
   /** Computed: where and how metrics are exported (same transport settings); null like traces. */
   metrics: TracesExport | null;
+  /** Computed: where received logs are forwarded (same transport settings); null like traces. */
+  logs: TracesExport | null;
+}
+
+/** The OTLP receiver (src/ingest/): apps send their SDK telemetry to Sidelight. */
+export interface ReceiverOptions {
+  /** Run the OTLP gRPC and HTTP servers. */
+  enabled: boolean;
+  /** OTLP/gRPC listen address, host:port or [ipv6]:port; empty: no gRPC server. */
+  grpcAddress: string;
+  /** OTLP/HTTP listen address, host:port or [ipv6]:port; empty: no HTTP server. */
+  httpAddress: string;
+  /** Largest request body (after gzip decompression), bytes; 1024..268435456. */
+  maxRequestBytes: number;
+  /** Bytes of received requests waiting to be forwarded; past it senders get Unavailable/503; 65536..4294967296. */
+  queueBytes: number;
+  /** Per-sender (process or peer address) request bytes per second; 0: unlimited. */
+  senderBytesPerSecond: number;
+  /** All senders together, request bytes per second; 0: unlimited. */
+  totalBytesPerSecond: number;
+  /** Senders tracked for rate limits and de-duplication; 16..1048576. */
+  maxSenders: number;
+  /** Server TLS: PEM certificate chain and key files; both empty: plaintext. */
+  tls: { certFile: string; keyFile: string };
+  /** Drop Sidelight's own SERVER/CLIENT spans of processes that send SDK hop spans. */
+  dedup: boolean;
 }
 
 /** Kubernetes metadata (src/enrich/k8s.ts). */
@@ -202,10 +293,14 @@ export interface Config {
   http: HttpOptions;
   /** DNS lookups. */
   dns: DnsOptions;
+  /** TLS plaintext capture. */
+  tls: TlsOptions;
   /** Table bounds. */
   limits: LimitsOptions;
   /** OTLP export. */
   export: ExportOptions;
+  /** OTLP receiver. */
+  receiver: ReceiverOptions;
   /** Kubernetes metadata. */
   k8s: K8sOptions;
   /** Health check server. */
@@ -387,6 +482,7 @@ const ENV_SCALARS: readonly { name: string; key: readonly string[] }[] = [
   { name: 'OTEL_EXPORTER_OTLP_ENDPOINT', key: ['export', 'endpoint'] },
   { name: 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', key: ['export', 'tracesEndpoint'] },
   { name: 'OTEL_EXPORTER_OTLP_METRICS_ENDPOINT', key: ['export', 'metricsEndpoint'] },
+  { name: 'OTEL_EXPORTER_OTLP_LOGS_ENDPOINT', key: ['export', 'logsEndpoint'] },
   { name: 'OTEL_METRIC_EXPORT_INTERVAL', key: ['export', 'metricsIntervalMs'] },
   { name: 'OTEL_EXPORTER_OTLP_PROTOCOL', key: ['export', 'protocol'] },
   { name: 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL', key: ['export', 'protocol'] },
@@ -401,6 +497,9 @@ const ENV_SCALARS: readonly { name: string; key: readonly string[] }[] = [
   { name: 'SIDELIGHT_K8S_ENABLED', key: ['k8s', 'enabled'] },
   { name: 'SIDELIGHT_K8S_CLUSTER_NAME', key: ['k8s', 'clusterName'] },
   { name: 'SIDELIGHT_HEALTH_ADDR', key: ['health', 'address'] },
+  { name: 'SIDELIGHT_RECEIVER_ENABLED', key: ['receiver', 'enabled'] },
+  { name: 'SIDELIGHT_RECEIVER_GRPC_ADDR', key: ['receiver', 'grpcAddress'] },
+  { name: 'SIDELIGHT_RECEIVER_HTTP_ADDR', key: ['receiver', 'httpAddress'] },
   { name: 'SIDELIGHT_LOG_LEVEL', key: ['log', 'level'] },
 ];
 
@@ -690,7 +789,7 @@ function checkSemantics(ld: Loader, c: Obj): void {
     }
   }
 
-  for (const name of ['endpoint', 'tracesEndpoint', 'metricsEndpoint']) {
+  for (const name of ['endpoint', 'tracesEndpoint', 'metricsEndpoint', 'logsEndpoint']) {
     const segs = ['export', name];
     const v = at(segs);
     if (!ok(segs) || typeof v !== 'string' || v === '') continue;
@@ -703,6 +802,19 @@ function checkSemantics(ld: Loader, c: Obj): void {
     if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.hostname === '') {
       report(ld, segs, v, 'must be an http:// or https:// URL such as http://localhost:4317, or empty for no export');
     }
+  }
+
+  const templates = at(['http', 'routes', 'templates']);
+  if (Array.isArray(templates)) {
+    templates.forEach((tpl: unknown, i) => {
+      const segs = ['http', 'routes', 'templates', i];
+      if (!ok(segs) || typeof tpl !== 'string') return;
+      try {
+        parseRouteTemplate(tpl);
+      } catch (e) {
+        report(ld, segs, tpl, `must be a route template like /users/{id} or /static/* (${(e as Error).message})`);
+      }
+    });
   }
 
   const headers = at(['export', 'headers']);
@@ -729,11 +841,24 @@ function checkSemantics(ld: Loader, c: Obj): void {
   const health = ['health', 'address'];
   const addr = at(health);
   if (ok(health) && typeof addr === 'string' && parseHostPort(addr) === null) report(ld, health, addr, HOST_PORT_ALLOWED);
+
+  for (const name of ['grpcAddress', 'httpAddress']) {
+    const segs = ['receiver', name];
+    const v = at(segs);
+    if (ok(segs) && typeof v === 'string' && v !== '' && parseHostPort(v) === null) report(ld, segs, v, `${HOST_PORT_ALLOWED}, or empty for no server`);
+  }
+  const cert = ['receiver', 'tls', 'certFile'];
+  const key = ['receiver', 'tls', 'keyFile'];
+  if (ok(cert) && ok(key) && (at(cert) === '') !== (at(key) === '')) {
+    // name the one that is set: the other is just missing
+    const [set, missing] = at(cert) === '' ? [key, 'certFile'] : [cert, 'keyFile'];
+    report(ld, set, at(set), `needs receiver.tls.${missing} as well (both or neither)`);
+  }
 }
 
 /** OTLP spec: per-signal endpoint as-is; base endpoint as-is for gRPC, + /v1/<signal> for HTTP. */
-function signalUrl(e: ExportOptions, signal: 'traces' | 'metrics'): string {
-  const own = signal === 'traces' ? e.tracesEndpoint : e.metricsEndpoint;
+function signalUrl(e: ExportOptions, signal: 'traces' | 'metrics' | 'logs'): string {
+  const own = signal === 'traces' ? e.tracesEndpoint : signal === 'metrics' ? e.metricsEndpoint : e.logsEndpoint;
   if (own !== '') return own;
   if (e.endpoint === '') return '';
   if (e.protocol === 'grpc') return e.endpoint;
@@ -742,7 +867,7 @@ function signalUrl(e: ExportOptions, signal: 'traces' | 'metrics'): string {
   return url.href;
 }
 
-function computeTraces(e: ExportOptions, sdkDisabled: boolean, signal: 'traces' | 'metrics' = 'traces'): TracesExport | null {
+function computeTraces(e: ExportOptions, sdkDisabled: boolean, signal: 'traces' | 'metrics' | 'logs' = 'traces'): TracesExport | null {
   const url = signalUrl(e, signal);
   if (sdkDisabled || url === '') return null;
   return {
@@ -796,6 +921,7 @@ export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv } = {}
   config.k8s.enabled = String(config.k8s.enabled) as K8sOptions['enabled'];
   config.export.traces = computeTraces(config.export, sdkDisabled);
   config.export.metrics = computeTraces(config.export, sdkDisabled, 'metrics');
+  config.export.logs = computeTraces(config.export, sdkDisabled, 'logs');
   provenance.set(config, { sourceOf: (segs) => sourceOf(ld, segs), sdkDisabled });
   return config;
 }
@@ -836,7 +962,7 @@ export function describeConfig(c: Config): string {
   const lines: string[] = [];
   const walk = (value: unknown, segs: Seg[]): void => {
     const key = keyOf(segs);
-    if (key === 'export.traces' || key === 'export.metrics') return;
+    if (key === 'export.traces' || key === 'export.metrics' || key === 'export.logs') return;
     if (key === 'export.headers' && isObj(value)) {
       const names = Object.keys(value).map((n) => `${n}${from([...segs, n]).replace('  (', ' (')}`);
       lines.push(`${key} = ${names.length > 0 ? `${names.join(', ')} (values hidden)` : '(none)'}`);
@@ -851,11 +977,11 @@ export function describeConfig(c: Config): string {
       for (const [k, v] of Object.entries(value)) walk(v, [...segs, k]);
       return;
     }
-    const shown = typeof value === 'string' && /^export\.(endpoint|tracesEndpoint|metricsEndpoint)$/.test(key) ? JSON.stringify(redactUrl(value)) : JSON.stringify(value);
+    const shown = typeof value === 'string' && /^export\.(endpoint|tracesEndpoint|metricsEndpoint|logsEndpoint)$/.test(key) ? JSON.stringify(redactUrl(value)) : JSON.stringify(value);
     lines.push(`${key} = ${shown}${from(segs)}`);
   };
   walk(c, []);
-  for (const signal of ['traces', 'metrics'] as const) {
+  for (const signal of ['traces', 'metrics', 'logs'] as const) {
     const t = c.export[signal];
     lines.push(
       t

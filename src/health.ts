@@ -2,7 +2,8 @@
 //
 // Serves GET/HEAD /healthz (liveness) and /readyz (readiness) from a caller-owned
 // HealthState that is read on every request, so the agent flips `live`/`ready` in
-// place and the next probe sees it. Also owns the parsing of `host:port` /
+// place and the next probe sees it; and, when the state has `metrics`, GET /metrics
+// (Prometheus text, the agent's self-telemetry, rendered per request). Also owns the parsing of `host:port` /
 // `[v6]:port` listen addresses (config.ts validates health.address with it).
 //
 // Lifetime: one server per agent, started after config is loaded and closed on
@@ -12,6 +13,9 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { isIP, isIPv6, type AddressInfo } from 'node:net';
 
+/** Prometheus text exposition format 0.0.4. */
+const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
+
 /** What the health endpoints report. Read at request time; mutate it in place. */
 export interface HealthState {
   /** The process is working; false makes GET /healthz return 503 (restart me). */
@@ -20,6 +24,10 @@ export interface HealthState {
   ready: boolean;
   /** Extra fields merged into every JSON response body (e.g. probe counts, last error). */
   detail: () => Record<string, unknown>;
+  /** The current service map, served as GET /map (absent: 404). */
+  map?: () => unknown;
+  /** Prometheus text exposition for GET /metrics (the agent's self-telemetry); absent: 404. */
+  metrics?: () => string;
 }
 
 /** A running health server. */
@@ -98,13 +106,30 @@ function probeBody(ok: boolean, state: HealthState): Record<string, unknown> {
 
 function handle(state: HealthState, req: IncomingMessage, res: ServerResponse): void {
   const path = (req.url ?? '/').split('?', 1)[0];
-  const known = path === '/healthz' || path === '/readyz';
+  if (path === '/map' && state.map && (req.method === 'GET' || req.method === 'HEAD')) {
+    send(req, res, 200, state.map() as Record<string, unknown>);
+    return;
+  }
+  const metrics = path === '/metrics' && state.metrics !== undefined;
+  const known = path === '/healthz' || path === '/readyz' || metrics;
   if (!known) {
     send(req, res, 404, { status: 'not found', paths: ['/healthz', '/readyz'] });
     return;
   }
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     send(req, res, 405, { status: 'method not allowed', allowed: ['GET', 'HEAD'] }, { allow: 'GET, HEAD' });
+    return;
+  }
+  if (metrics) {
+    let text: string;
+    try {
+      text = state.metrics!();
+    } catch (err) {
+      send(req, res, 500, { status: 'error', error: err instanceof Error ? err.message : String(err) });
+      return;
+    }
+    res.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE, 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+    res.end(req.method === 'HEAD' ? undefined : text);
     return;
   }
   const ok = path === '/healthz' ? state.live === true : state.ready === true;

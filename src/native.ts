@@ -27,6 +27,7 @@ export interface NativeLayout {
   sl_event: StructLayout;
   sl_conn: StructLayout;
   sl_config: StructLayout;
+  sl_tcp_summary: StructLayout;
   /** #defines and enum values: SL_MAX_CAPTURE, SL_COMM_LEN, SL_CNT__MAX, SL_EV_DATA, ... */
   constants: Record<string, number>;
 }
@@ -64,6 +65,25 @@ export interface NativeObject {
    * program tried. Already attached programs report ok again without a second link.
    */
   attach(skip: string[]): AttachResult[];
+  /**
+   * Attach `program` (a bare SEC("uprobe")/SEC("uretprobe") program) as a uprobe, or a
+   * uretprobe when `retprobe`, on symbol `funcName` of the ELF file `binaryPath`, for every
+   * process that maps it (pid -1). Returns a handle for detachUprobe(). Throws (step
+   * 'attach_uprobe', with errno and libbpf's last log line) when it cannot attach.
+   */
+  attachUprobe(program: string, binaryPath: string, funcName: string, retprobe: boolean): number;
+  /** Destroy the link of one attachUprobe() handle; false if the handle is unknown. close() destroys them all. */
+  detachUprobe(handle: number): boolean;
+  /**
+   * Attach a cgroup program (sockops, ...) to the cgroup v2 directory `cgroupPath` with a
+   * bpf_link, destroyed by close(). Throws (step 'attach_cgroup'; EEXIST if already attached).
+   */
+  attachCgroup(program: string, cgroupPath: string): void;
+  /**
+   * Attach an sk_msg verdict program to a sockmap/sockhash of this object; detached by
+   * close(). Throws (step 'attach_sockmap'; EEXIST if already attached).
+   */
+  attachSockMap(program: string, map: string): void;
   /**
    * Start the poll thread on ring buffer map `ringMap`. It waits at most pollTimeoutMs
    * (returning earlier when the kernel signals data or the ring is already non-empty), drains

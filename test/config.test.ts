@@ -26,13 +26,15 @@ const DEFAULTS: Config = {
     cgroups: { include: [], exclude: [] },
     ports: { include: [], exclude: [] },
   },
-  http: { captureQuery: false },
+  http: { captureQuery: false, requestTimeoutMs: 30000, routes: { heuristic: true, templates: [] }, inject: { enabled: false, cgroup: '/', ports: [] } },
   dns: { ports: [53], timeoutMs: 5000, maxPending: 16384, maxNamesPerWorkload: 100 },
+  tls: { enabled: true, rescanMs: 5000, maxBinaries: 256, paths: [] },
   limits: { connections: 65536, processes: 8192, pendingPerConnection: 64 },
   export: {
     endpoint: '',
     tracesEndpoint: '',
     metricsEndpoint: '',
+    logsEndpoint: '',
     protocol: 'grpc',
     headers: {},
     timeoutMs: 10000,
@@ -40,12 +42,28 @@ const DEFAULTS: Config = {
     insecure: false,
     certificate: '',
     console: 'auto',
-    batch: { maxSpans: 512, delayMs: 1000, queueSpans: 8192 },
+    batch: { maxSpans: 512, delayMs: 1000, queueSpans: 8192, queueBytes: 33554432 },
+    retry: { initialMs: 1000, maxMs: 30000, maxElapsedMs: 300000 },
+    file: '',
     metricsIntervalMs: 60000,
     maxSeries: 2000,
+    serviceGraph: { waitMs: 10000, maxPending: 10000 },
     resourceAttributes: {},
     traces: null,
     metrics: null,
+    logs: null,
+  },
+  receiver: {
+    enabled: false,
+    grpcAddress: '127.0.0.1:4317',
+    httpAddress: '127.0.0.1:4318',
+    maxRequestBytes: 4194304,
+    queueBytes: 33554432,
+    senderBytesPerSecond: 0,
+    totalBytesPerSecond: 0,
+    maxSenders: 4096,
+    tls: { certFile: '', keyFile: '' },
+    dedup: true,
   },
   k8s: {
     enabled: 'auto',
@@ -75,9 +93,10 @@ test('defaultConfig() is exactly the documented defaults', (t) => {
 
 test('config/default.yaml parses to exactly defaultConfig() (minus the computed export.traces and export.metrics)', (t) => {
   const fromYaml = parse(readFileSync(repo('config/default.yaml'), 'utf8')) as unknown;
-  const { traces, metrics, ...exportKeys } = defaultConfig().export;
+  const { traces, metrics, logs, ...exportKeys } = defaultConfig().export;
   t.is(traces, null);
   t.is(metrics, null);
+  t.is(logs, null);
   t.deepEqual(fromYaml, { ...defaultConfig(), export: exportKeys });
 });
 
@@ -87,7 +106,7 @@ test('loading config/default.yaml gives defaultConfig()', (t) => {
 
 test('keys come out in schema order whatever set them', (t) => {
   const c = loadConfig({ env: { SIDELIGHT_LOG_LEVEL: 'debug', OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4317' } });
-  t.deepEqual(Object.keys(c), ['capture', 'filter', 'http', 'dns', 'limits', 'export', 'k8s', 'health', 'log']);
+  t.deepEqual(Object.keys(c), ['capture', 'filter', 'http', 'dns', 'tls', 'limits', 'export', 'receiver', 'k8s', 'health', 'log']);
   t.deepEqual(Object.keys(c.export), Object.keys(DEFAULTS.export));
 });
 
@@ -126,13 +145,20 @@ const OVERRIDE: Config = {
     cgroups: { include: ['/system.slice/nginx.service', 4242, '/'], exclude: [] },
     ports: { include: [80, 8080], exclude: [] },
   },
-  http: { captureQuery: true },
+  http: {
+    captureQuery: true,
+    requestTimeoutMs: 5000,
+    routes: { heuristic: false, templates: ['/users/{id}', '/static/*'] },
+    inject: { enabled: true, cgroup: '/sidelight-test', ports: [80, 8080] },
+  },
   dns: { ports: [53, 5353], timeoutMs: 2500, maxPending: 1000, maxNamesPerWorkload: 10 },
+  tls: { enabled: false, rescanMs: 0, maxBinaries: 8, paths: ['/opt/app/lib/libssl.so.3'] },
   limits: { connections: 1024, processes: 512, pendingPerConnection: 8 },
   export: {
     endpoint: 'https://collector.example.com:4318/',
     tracesEndpoint: '',
     metricsEndpoint: 'https://metrics.example.com/custom',
+    logsEndpoint: 'https://logs.example.com/custom',
     protocol: 'http/protobuf',
     headers: { Authorization: 'Bearer file-token', 'x-tenant': 'team-a' },
     timeoutMs: 5000,
@@ -140,9 +166,12 @@ const OVERRIDE: Config = {
     insecure: true,
     certificate: '/etc/sidelight/ca.pem',
     console: 'never',
-    batch: { maxSpans: 256, delayMs: 500, queueSpans: 4096 },
+    batch: { maxSpans: 256, delayMs: 500, queueSpans: 4096, queueBytes: 1048576 },
+    retry: { initialMs: 200, maxMs: 5000, maxElapsedMs: 60000 },
+    file: '/var/log/sidelight/spans.jsonl',
     metricsIntervalMs: 15000,
     maxSeries: 500,
+    serviceGraph: { waitMs: 2000, maxPending: 100 },
     resourceAttributes: { 'deployment.environment.name': 'staging', 'k8s.cluster.name': 'blue' },
     traces: {
       url: 'https://collector.example.com:4318/v1/traces',
@@ -162,6 +191,27 @@ const OVERRIDE: Config = {
       insecure: true,
       certificate: '/etc/sidelight/ca.pem',
     },
+    logs: {
+      url: 'https://logs.example.com/custom',
+      protocol: 'http/protobuf',
+      headers: { Authorization: 'Bearer file-token', 'x-tenant': 'team-a' },
+      timeoutMs: 5000,
+      compression: 'none',
+      insecure: true,
+      certificate: '/etc/sidelight/ca.pem',
+    },
+  },
+  receiver: {
+    enabled: true,
+    grpcAddress: '0.0.0.0:14317',
+    httpAddress: '',
+    maxRequestBytes: 1048576,
+    queueBytes: 1048576,
+    senderBytesPerSecond: 100000,
+    totalBytesPerSecond: 1000000,
+    maxSenders: 64,
+    tls: { certFile: '/etc/sidelight/tls.crt', keyFile: '/etc/sidelight/tls.key' },
+    dedup: false,
   },
   k8s: {
     enabled: 'false',
@@ -205,6 +255,7 @@ const ENV_ROWS: EnvRow[] = [
   { name: 'OTEL_EXPORTER_OTLP_ENDPOINT', value: 'http://env-collector:4318', get: (c) => [c.export.endpoint, c.export.traces?.url], want: ['http://env-collector:4318', 'http://env-collector:4318/v1/traces'] },
   { name: 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', value: 'http://env-collector:4318/custom', get: (c) => [c.export.tracesEndpoint, c.export.traces?.url], want: ['http://env-collector:4318/custom', 'http://env-collector:4318/custom'] },
   { name: 'OTEL_EXPORTER_OTLP_METRICS_ENDPOINT', value: 'http://env-collector:4318/m', get: (c) => [c.export.metricsEndpoint, c.export.metrics?.url, c.export.traces?.url], want: ['http://env-collector:4318/m', 'http://env-collector:4318/m', 'https://collector.example.com:4318/v1/traces'] },
+  { name: 'OTEL_EXPORTER_OTLP_LOGS_ENDPOINT', value: 'http://env-collector:4318/l', get: (c) => [c.export.logsEndpoint, c.export.logs?.url, c.export.traces?.url], want: ['http://env-collector:4318/l', 'http://env-collector:4318/l', 'https://collector.example.com:4318/v1/traces'] },
   { name: 'OTEL_METRIC_EXPORT_INTERVAL', value: '5000', get: (c) => c.export.metricsIntervalMs, want: 5000 },
   { name: 'SIDELIGHT_K8S_ENABLED', value: 'true', get: (c) => c.k8s.enabled, want: 'true' },
   { name: 'SIDELIGHT_K8S_CLUSTER_NAME', value: 'blue', get: (c) => c.k8s.clusterName, want: 'blue' },
@@ -223,6 +274,9 @@ const ENV_ROWS: EnvRow[] = [
   { name: 'OTEL_RESOURCE_ATTRIBUTES', value: 'k8s.cluster.name=green,team=a%2Cb', get: (c) => c.export.resourceAttributes, want: { 'deployment.environment.name': 'staging', 'k8s.cluster.name': 'green', team: 'a,b' } },
   { name: 'OTEL_SDK_DISABLED', value: 'true', get: (c) => [c.export.traces, c.export.console, c.export.endpoint], want: [null, 'never', 'https://collector.example.com:4318/'] },
   { name: 'SIDELIGHT_HEALTH_ADDR', value: '0.0.0.0:9000', get: (c) => c.health.address, want: '0.0.0.0:9000' },
+  { name: 'SIDELIGHT_RECEIVER_ENABLED', value: 'false', get: (c) => c.receiver.enabled, want: false },
+  { name: 'SIDELIGHT_RECEIVER_GRPC_ADDR', value: '10.0.0.7:4317', get: (c) => c.receiver.grpcAddress, want: '10.0.0.7:4317' },
+  { name: 'SIDELIGHT_RECEIVER_HTTP_ADDR', value: '[fd00::7]:4318', get: (c) => c.receiver.httpAddress, want: '[fd00::7]:4318' },
   { name: 'SIDELIGHT_LOG_LEVEL', value: 'error', get: (c) => c.log.level, want: 'error' },
 ];
 
@@ -276,7 +330,7 @@ test('empty and blank environment variables are ignored', (t) => {
 });
 
 test('unrelated environment variables are ignored', (t) => {
-  t.deepEqual(loadConfig({ env: { OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: 'nonsense', SIDELIGHT_NOPE: 'x', PATH: '/bin' } }), DEFAULTS);
+  t.deepEqual(loadConfig({ env: { OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT: 'nonsense', SIDELIGHT_NOPE: 'x', PATH: '/bin' } }), DEFAULTS);
 });
 
 test('OTEL_SDK_DISABLED=false (any case) keeps export on', (t) => {
@@ -331,7 +385,7 @@ test('traces has no certificate key when none is configured', (t) => {
 
 const BAD_FILES: { file: string; key: string; message: (f: string) => string }[] = [
   { file: 'bad_unknown_key.yaml', key: 'capture.bites', message: (f) => `${f}: unknown key "capture.bites" (allowed: bytes, ringBufferBytes, wakeupBytes, pollIntervalMs, maxBatchBytes); did you mean "capture.bytes"?` },
-  { file: 'bad_unknown_top_key.yaml', key: 'exporter', message: (f) => `${f}: unknown key "exporter" (allowed: capture, filter, http, dns, limits, export, k8s, health, log); did you mean "export"?` },
+  { file: 'bad_unknown_top_key.yaml', key: 'exporter', message: (f) => `${f}: unknown key "exporter" (allowed: capture, filter, http, dns, tls, limits, export, receiver, k8s, health, log); did you mean "export"?` },
   { file: 'bad_capture_bytes.yaml', key: 'capture.bytes', message: (f) => `${f}: capture.bytes: 9999 is not allowed: must be an integer from 16 to 4096` },
   { file: 'bad_protocol.yaml', key: 'export.protocol', message: (f) => `${f}: export.protocol: "http" is not allowed: must be one of grpc, http/protobuf, http/json` },
   { file: 'bad_ring_not_pow2.yaml', key: 'capture.ringBufferBytes', message: (f) => `${f}: capture.ringBufferBytes: 100000 is not allowed: must be a power of two from 65536 to 1073741824 (nearest: 65536 or 131072)` },
@@ -347,16 +401,19 @@ const BAD_FILES: { file: string; key: string; message: (f: string) => string }[]
   { file: 'bad_wakeup_gt_ring.yaml', key: 'capture.wakeupBytes', message: (f) => `${f}: capture.wakeupBytes: 65536 is not allowed: must be an integer from 4096 to capture.ringBufferBytes/2 = 32768` },
   { file: 'bad_wakeup_default_gt_small_ring.yaml', key: 'capture.wakeupBytes', message: (f) => `${f}: capture.wakeupBytes: 262144 (default) is not allowed: must be an integer from 4096 to capture.ringBufferBytes/2 = 131072` },
   { file: 'bad_batch_max_gt_queue.yaml', key: 'export.batch.maxSpans', message: (f) => `${f}: export.batch.maxSpans: 1024 is not allowed: must be an integer from 1 to export.batch.queueSpans = 512` },
+  { file: 'bad_receiver_addr.yaml', key: 'receiver.httpAddress', message: (f) => `${f}: receiver.httpAddress: "4318" is not allowed: must be host:port or [ipv6]:port with a port from 0 to 65535, e.g. 127.0.0.1:13133, 0.0.0.0:13133 or [::1]:13133, or empty for no server` },
+  { file: 'bad_receiver_tls_half.yaml', key: 'receiver.tls.certFile', message: (f) => `${f}: receiver.tls.certFile: "/etc/sidelight/tls.crt" is not allowed: needs receiver.tls.keyFile as well (both or neither)` },
   { file: 'bad_health_addr.yaml', key: 'health.address', message: (f) => `${f}: health.address: "localhost:99999" is not allowed: must be host:port or [ipv6]:port with a port from 0 to 65535, e.g. 127.0.0.1:13133, 0.0.0.0:13133 or [::1]:13133` },
   { file: 'bad_health_addr_v6_unbracketed.yaml', key: 'health.address', message: (f) => `${f}: health.address: "::1:13133" is not allowed: must be host:port or [ipv6]:port with a port from 0 to 65535, e.g. 127.0.0.1:13133, 0.0.0.0:13133 or [::1]:13133` },
   { file: 'bad_type_string_for_int.yaml', key: 'limits.connections', message: (f) => `${f}: limits.connections: "65536" is not allowed: must be an integer from 16 to 4194304` },
   { file: 'bad_type_float_for_int.yaml', key: 'export.timeoutMs', message: (f) => `${f}: export.timeoutMs: 2.5 is not allowed: must be an integer from 1 to 600000` },
+  { file: 'bad_route_template.yaml', key: 'http.routes.templates[1]', message: (f) => `${f}: http.routes.templates[1]: "/static/*/css" is not allowed: must be a route template like /users/{id} or /static/* ("*" is allowed only as the last segment)` },
   { file: 'bad_bool.yaml', key: 'http.captureQuery', message: (f) => `${f}: http.captureQuery: "yes" is not allowed: must be true or false` },
   { file: 'bad_log_level.yaml', key: 'log.level', message: (f) => `${f}: log.level: "INFO" is not allowed: must be one of error, warn, info, debug` },
   { file: 'bad_console.yaml', key: 'export.console', message: (f) => `${f}: export.console: "stdout" is not allowed: must be one of auto, always, never` },
   { file: 'bad_compression.yaml', key: 'export.compression', message: (f) => `${f}: export.compression: "zstd" is not allowed: must be one of gzip, none` },
   { file: 'bad_section_not_mapping.yaml', key: 'capture', message: (f) => `${f}: capture: 512 is not allowed: must be a mapping with keys bytes, ringBufferBytes, wakeupBytes, pollIntervalMs, maxBatchBytes` },
-  { file: 'bad_top_level_list.yaml', key: '', message: (f) => `${f}: top level: ["capture","filter"] is not allowed: must be a mapping with keys capture, filter, http, dns, limits, export, k8s, health, log` },
+  { file: 'bad_top_level_list.yaml', key: '', message: (f) => `${f}: top level: ["capture","filter"] is not allowed: must be a mapping with keys capture, filter, http, dns, tls, limits, export, receiver, k8s, health, log` },
   { file: 'bad_header_name.yaml', key: 'export.headers["x api key"]', message: (f) => `${f}: export.headers["x api key"]: header name "x api key" is not allowed: must be an HTTP header name (letters, digits and !#$%&'*+-.^_\`|~)` },
   { file: 'bad_header_value_type.yaml', key: 'export.headers.authorization', message: (f) => `${f}: export.headers.authorization: number value (not shown: headers may carry credentials) is not allowed: must be a string` },
   { file: 'bad_resource_attribute_type.yaml', key: 'export.resourceAttributes["service.version"]', message: (f) => `${f}: export.resourceAttributes["service.version"]: 1.5 is not allowed: must be a string` },
@@ -468,6 +525,7 @@ const BAD_ENV: { name: string; value: string; key: string; message: string }[] =
   { name: 'OTEL_RESOURCE_ATTRIBUTES', value: 'service.name=a,=b', key: 'export.resourceAttributes', message: 'OTEL_RESOURCE_ATTRIBUTES (export.resourceAttributes): entry 2 "=b" is not allowed: must be comma-separated key=value pairs with percent-encoded values, e.g. k1=v1,k2=v%20two' },
   { name: 'OTEL_RESOURCE_ATTRIBUTES', value: 'team=100%', key: 'export.resourceAttributes', message: 'OTEL_RESOURCE_ATTRIBUTES (export.resourceAttributes): entry "team=100%" is not allowed: must be comma-separated key=value pairs with percent-encoded values, e.g. k1=v1,k2=v%20two' },
   { name: 'OTEL_SDK_DISABLED', value: 'yes', key: '', message: 'OTEL_SDK_DISABLED: "yes" is not allowed: must be true or false' },
+  { name: 'SIDELIGHT_RECEIVER_GRPC_ADDR', value: '4317', key: 'receiver.grpcAddress', message: 'SIDELIGHT_RECEIVER_GRPC_ADDR (receiver.grpcAddress): "4317" is not allowed: must be host:port or [ipv6]:port with a port from 0 to 65535, e.g. 127.0.0.1:13133, 0.0.0.0:13133 or [::1]:13133, or empty for no server' },
   { name: 'SIDELIGHT_HEALTH_ADDR', value: '13133', key: 'health.address', message: 'SIDELIGHT_HEALTH_ADDR (health.address): "13133" is not allowed: must be host:port or [ipv6]:port with a port from 0 to 65535, e.g. 127.0.0.1:13133, 0.0.0.0:13133 or [::1]:13133' },
   { name: 'SIDELIGHT_LOG_LEVEL', value: 'trace', key: 'log.level', message: 'SIDELIGHT_LOG_LEVEL (log.level): "trace" is not allowed: must be one of error, warn, info, debug' },
 ];
@@ -508,13 +566,14 @@ test('describeConfig of the defaults: one line per setting plus export.traces, n
     n.type === 'object' && n.properties ? Object.values(n.properties).reduce<number>((a, v) => a + leaves(v as never), 0) : 1;
   const schema = JSON.parse(readFileSync(repo('config/schema.json'), 'utf8')) as { properties: Record<string, unknown> };
   t.true(leaves(schema) >= 50);
-  t.is(lines.length, leaves(schema) + 2);
+  t.is(lines.length, leaves(schema) + 3);
   t.is(lines[0], 'capture.bytes = 512');
   t.true(lines.includes('filter.cgroups.include = []'));
   t.true(lines.includes('export.headers = (none)'));
   t.true(lines.includes('health.address = "127.0.0.1:13133"'));
-  t.is(lines.at(-2), 'export.traces = off (no endpoint)');
-  t.is(lines.at(-1), 'export.metrics = off (no endpoint)');
+  t.is(lines.at(-3), 'export.traces = off (no endpoint)');
+  t.is(lines.at(-2), 'export.metrics = off (no endpoint)');
+  t.is(lines.at(-1), 'export.logs = off (no endpoint)');
   t.false(text.includes('(from '));
 });
 
@@ -534,13 +593,13 @@ test('describeConfig never prints header values, only names; masks URL credentia
   t.true(lines.includes('export.tracesEndpoint = "https://***:***@otlp.example.com/v1/traces?token=***"  (from OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)'));
   t.true(lines.includes(`capture.bytes = 1024  (from ${f})`));
   t.true(lines.includes(`export.resourceAttributes = deployment.environment.name="staging" (from ${f}), k8s.cluster.name="blue" (from ${f})`));
-  t.is(lines.at(-2), 'export.traces = http/protobuf https://***:***@otlp.example.com/v1/traces?token=*** (timeout 5000 ms, compression none, insecure true, CA /etc/sidelight/ca.pem, 3 header(s))');
-  t.is(lines.at(-1), 'export.metrics = http/protobuf https://metrics.example.com/custom (timeout 5000 ms, compression none, insecure true, CA /etc/sidelight/ca.pem, 3 header(s))');
+  t.is(lines.at(-3), 'export.traces = http/protobuf https://***:***@otlp.example.com/v1/traces?token=*** (timeout 5000 ms, compression none, insecure true, CA /etc/sidelight/ca.pem, 3 header(s))');
+  t.is(lines.at(-2), 'export.metrics = http/protobuf https://metrics.example.com/custom (timeout 5000 ms, compression none, insecure true, CA /etc/sidelight/ca.pem, 3 header(s))');
 });
 
 test('describeConfig says why export is off when OTEL_SDK_DISABLED=true', (t) => {
   const c = loadConfig({ env: { OTEL_SDK_DISABLED: 'true', OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4317' } });
-  t.deepEqual(describeConfig(c).split('\n').slice(-2), ['export.traces = off (OTEL_SDK_DISABLED=true)', 'export.metrics = off (OTEL_SDK_DISABLED=true)']);
+  t.deepEqual(describeConfig(c).split('\n').slice(-3), ['export.traces = off (OTEL_SDK_DISABLED=true)', 'export.metrics = off (OTEL_SDK_DISABLED=true)', 'export.logs = off (OTEL_SDK_DISABLED=true)']);
 });
 
 // ---------------------------------------------------------------------------

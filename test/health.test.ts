@@ -214,3 +214,23 @@ for (const [input, want] of ADDRESSES) {
     t.deepEqual(parseHostPort(input), want);
   });
 }
+
+test('GET /metrics serves the Prometheus text the state renders, per request; HEAD has no body; a throwing renderer is a 500', async (t) => {
+  let n = 0;
+  const server = await start(t, { live: true, ready: false, detail: () => ({}), metrics: () => `sidelight_scrapes_total ${++n}\n` });
+  let r = await call(server.address, 'GET', '/metrics');
+  t.is(r.status, 200, 'served even when not ready');
+  t.is(r.headers['content-type'], 'text/plain; version=0.0.4; charset=utf-8');
+  t.is(r.body, 'sidelight_scrapes_total 1\n');
+  r = await call(server.address, 'GET', '/metrics?x=1');
+  t.is(r.body, 'sidelight_scrapes_total 2\n', 'rendered per request');
+  r = await call(server.address, 'HEAD', '/metrics');
+  t.is(r.status, 200);
+  t.is(r.body, '');
+  r = await call(server.address, 'POST', '/metrics');
+  t.is(r.status, 405);
+  const broken = await start(t, { live: true, ready: true, detail: () => ({}), metrics: () => { throw new Error('no counters'); } });
+  r = await call(broken.address, 'GET', '/metrics');
+  t.is(r.status, 500);
+  t.is(r.body, '{"status":"error","error":"no counters"}\n');
+});

@@ -159,10 +159,11 @@ addonTest('layout() matches bpf/sidelight.h', (t) => {
   for (const [, name, size] of header.matchAll(/SL_STATIC_ASSERT\(sizeof\(struct (\w+)\) == (\d+)/g)) {
     t.is((l as unknown as Record<string, { size: number }>)[name!]?.size, Number(size), `sizeof(struct ${name})`);
   }
-  t.is([...header.matchAll(/SL_STATIC_ASSERT\(sizeof/g)].length, 3, 'the size asserts were found');
+  t.is([...header.matchAll(/SL_STATIC_ASSERT\(sizeof/g)].length, 4, 'the size asserts were found');
   t.is(l.sl_event.size, 128);
   t.is(l.sl_conn.size, 48);
   t.is(l.sl_config.size, 16);
+  t.is(l.sl_tcp_summary.size, 48);
   t.deepEqual(l.sl_event.offsets, {
     type: 0, direction: 1, syscall: 2, proto: 3, tgid: 4, tid: 8, fd: 12, sock: 16, cgroup_id: 24,
     ts_start: 32, ts_end: 40, ret: 48, cap_len: 56, comm: 64, conn: 80,
@@ -175,7 +176,7 @@ addonTest('layout() matches bpf/sidelight.h', (t) => {
   for (const [, name, value] of header.matchAll(/^#define (SL_\w+) (\d+)\b/gm)) {
     t.is(l.constants[name!], Number(value), name);
   }
-  t.is(l.constants.SL_CNT__MAX, 8);
+  t.is(l.constants.SL_CNT__MAX, 16);
   t.is(l.constants.SL_EV_DATA, 1);
 });
 
@@ -239,7 +240,7 @@ bpfTest('programs(), mapInfo(), attach() reports ok', (t) => {
   try {
     t.deepEqual(obj.programs(), ['fixture_sys_enter']);
     t.deepEqual(obj.mapInfo('sl_events'), { type: BpfMapType.Ringbuf, keySize: 0, valueSize: 0, maxEntries: 4 << 20 });
-    t.deepEqual(obj.mapInfo('sl_counters'), { type: BpfMapType.PercpuArray, keySize: 4, valueSize: 8, maxEntries: 8 });
+    t.deepEqual(obj.mapInfo('sl_counters'), { type: BpfMapType.PercpuArray, keySize: 4, valueSize: 8, maxEntries: 16 });
     t.is(obj.mapInfo('sl_hash').type, BpfMapType.Hash);
     const r = obj.attach([]);
     t.deepEqual(r, [{ name: 'fixture_sys_enter', ok: true, errno: 0, error: '' }]);

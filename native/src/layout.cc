@@ -62,6 +62,18 @@ Napi::Value Layout(const Napi::CallbackInfo& info) {
   SL_OFFSET(cfg, sl_config, cgroup_mode);
   SL_OFFSET(cfg, sl_config, port_mode);
 
+  Napi::Object tcp = Napi::Object::New(env);
+  SL_OFFSET(tcp, sl_tcp_summary, bytes_sent);
+  SL_OFFSET(tcp, sl_tcp_summary, bytes_received);
+  SL_OFFSET(tcp, sl_tcp_summary, open_ns);
+  SL_OFFSET(tcp, sl_tcp_summary, srtt_us);
+  SL_OFFSET(tcp, sl_tcp_summary, total_retrans);
+  SL_OFFSET(tcp, sl_tcp_summary, segs_out);
+  SL_OFFSET(tcp, sl_tcp_summary, segs_in);
+  SL_OFFSET(tcp, sl_tcp_summary, role);
+  SL_OFFSET(tcp, sl_tcp_summary, old_state);
+  SL_OFFSET(tcp, sl_tcp_summary, sk_err);
+
   Napi::Object k = Napi::Object::New(env);
 #define SL_CONST(name) k.Set(#name, Napi::Number::New(env, static_cast<double>(name)))
   SL_CONST(SL_MAX_CAPTURE);
@@ -73,6 +85,9 @@ Napi::Value Layout(const Napi::CallbackInfo& info) {
   SL_CONST(SL_EV_ACCEPT);
   SL_CONST(SL_EV_CLOSE);
   SL_CONST(SL_EV_PROC);
+  SL_CONST(SL_EV_TCP);
+  SL_CONST(SL_TCP_CLIENT);
+  SL_CONST(SL_TCP_SERVER);
   SL_CONST(SL_EXE_LEN);
   SL_CONST(SL_ENV_MAX);
   SL_CONST(SL_DIR_INGRESS);
@@ -91,6 +106,8 @@ Napi::Value Layout(const Napi::CallbackInfo& info) {
   SL_CONST(SL_SYS_ACCEPT);
   SL_CONST(SL_SYS_ACCEPT4);
   SL_CONST(SL_SYS_CLOSE);
+  SL_CONST(SL_SYS_SSL_READ);
+  SL_CONST(SL_SYS_SSL_WRITE);
   SL_CONST(SL_CNT_EVENTS);
   SL_CONST(SL_CNT_RINGBUF_FULL);
   SL_CONST(SL_CNT_STASH_FULL);
@@ -98,6 +115,10 @@ Napi::Value Layout(const Napi::CallbackInfo& info) {
   SL_CONST(SL_CNT_MMSG_PARTIAL);
   SL_CONST(SL_CNT_FILTERED);
   SL_CONST(SL_CNT_PROCS);
+  SL_CONST(SL_CNT_TLS_CIPHER);
+  SL_CONST(SL_CNT_TLS_NOSOCK);
+  SL_CONST(SL_CNT_TCP_UNTRACKED);
+  SL_CONST(SL_CNT_TCP_TABLE_FULL);
   SL_CONST(SL_CNT__MAX);
   SL_CONST(SL_FILTER_INCLUDE);
   SL_CONST(SL_FILTER_EXCLUDE);
@@ -110,6 +131,7 @@ Napi::Value Layout(const Napi::CallbackInfo& info) {
   out.Set("sl_event", Struct(env, sizeof(struct sl_event), ev));
   out.Set("sl_conn", Struct(env, sizeof(struct sl_conn), conn));
   out.Set("sl_config", Struct(env, sizeof(struct sl_config), cfg));
+  out.Set("sl_tcp_summary", Struct(env, sizeof(struct sl_tcp_summary), tcp));
   out.Set("constants", k);
   return out;
 }

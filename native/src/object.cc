@@ -105,6 +105,10 @@ void NativeObject::Init(Napi::Env env) {
       {
           InstanceMethod<&NativeObject::Programs>("programs"),
           InstanceMethod<&NativeObject::Attach>("attach"),
+          InstanceMethod<&NativeObject::AttachUprobe>("attachUprobe"),
+          InstanceMethod<&NativeObject::DetachUprobe>("detachUprobe"),
+          InstanceMethod<&NativeObject::AttachCgroup>("attachCgroup"),
+          InstanceMethod<&NativeObject::AttachSockMap>("attachSockMap"),
           InstanceMethod<&NativeObject::Start>("start"),
           InstanceMethod<&NativeObject::Stop>("stop"),
           InstanceMethod<&NativeObject::MapUpdate>("mapUpdate"),
@@ -224,8 +228,11 @@ void NativeObject::StopPoller() {
 
 void NativeObject::CloseAll() {
   StopPoller();
+  DetachNet();
   for (auto& [name, link] : links_) bpf_link__destroy(link);
   links_.clear();
+  for (auto& [handle, link] : uprobes_) bpf_link__destroy(link);
+  uprobes_.clear();
   if (obj_ != nullptr) bpf_object__close(obj_);
   obj_ = nullptr;
   if (stats_fd_ >= 0) close(stats_fd_);
@@ -297,6 +304,48 @@ Napi::Value NativeObject::Attach(const Napi::CallbackInfo& info) {
     out.Set(i++, r);
   }
   return out;
+}
+
+// attachUprobe(program, binaryPath, funcName, retprobe): a uprobe (or uretprobe) of the
+// program on funcName (an ELF symbol libbpf resolves: .dynsym or .symtab) in binaryPath, for
+// every process (pid -1). Returns a handle for detachUprobe(); throws (step 'attach_uprobe')
+// with libbpf's last log line when it cannot attach.
+Napi::Value NativeObject::AttachUprobe(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) ThrowTypeError(env, "program must be a string");
+  if (!info[1].IsString()) ThrowTypeError(env, "binaryPath must be a string");
+  if (!info[2].IsString()) ThrowTypeError(env, "funcName must be a string");
+  if (!info[3].IsBoolean()) ThrowTypeError(env, "retprobe must be a boolean");
+  std::string prog_name = info[0].As<Napi::String>();
+  std::string path = info[1].As<Napi::String>();
+  std::string func = info[2].As<Napi::String>();
+  bool ret = info[3].As<Napi::Boolean>();
+  EnsureOpen(env, "attach_uprobe", prog_name);
+  bpf_program* p = bpf_object__find_program_by_name(obj_, prog_name.c_str());
+  if (p == nullptr) Throw(env, "attach_uprobe", prog_name, ENOENT, "no such program in " + file_);
+  LIBBPF_OPTS(bpf_uprobe_opts, opts, .retprobe = ret, .func_name = func.c_str());
+  uint64_t mark = LibbpfLogMark();
+  errno = 0;
+  bpf_link* link = bpf_program__attach_uprobe_opts(p, -1, path.c_str(), 0, &opts);
+  if (link == nullptr) {
+    int err = errno != 0 ? errno : EINVAL;
+    Throw(env, "attach_uprobe", prog_name + " " + path + ":" + func, err,
+          AttachErrorText(err, LibbpfLogSince(mark, kAttachLogBytes)));
+  }
+  uint32_t handle = next_uprobe_++;
+  uprobes_.emplace(handle, link);
+  return Napi::Number::New(env, handle);
+}
+
+// detachUprobe(handle): destroy one link made by attachUprobe(); false if unknown.
+Napi::Value NativeObject::DetachUprobe(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t handle = Integer(env, info[0], "handle", 0, UINT32_MAX);
+  auto it = uprobes_.find(static_cast<uint32_t>(handle));
+  if (it == uprobes_.end()) return Napi::Boolean::New(env, false);
+  bpf_link__destroy(it->second);
+  uprobes_.erase(it);
+  return Napi::Boolean::New(env, true);
 }
 
 Napi::Value NativeObject::Start(const Napi::CallbackInfo& info) {

@@ -1,6 +1,7 @@
 // object.h — NativeObject: one loaded BPF object file as seen from JS (`open()` returns it).
 //
-// Owns: the bpf_object (programs + maps), the bpf_links made by attach(), the Poller made
+// Owns: the bpf_object (programs + maps), the bpf_links made by attach() and attachUprobe()
+// (uprobes: one link per program × binary × function, by handle), the Poller made
 // by start(), the BPF_ENABLE_STATS fd made by enableStats(), and one env cleanup hook.
 //
 // Lifetime: open() loads the object and wraps it. close() — or the env cleanup hook if JS
@@ -14,6 +15,8 @@
 
 #include <napi.h>
 
+#include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -40,6 +43,13 @@ class NativeObject : public Napi::ObjectWrap<NativeObject> {
  private:
   Napi::Value Programs(const Napi::CallbackInfo& info);
   Napi::Value Attach(const Napi::CallbackInfo& info);
+  // attachUprobe(program, binaryPath, funcName, retprobe) -> handle; detachUprobe(handle)
+  Napi::Value AttachUprobe(const Napi::CallbackInfo& info);
+  Napi::Value DetachUprobe(const Napi::CallbackInfo& info);
+  // attachCgroup(program, cgroupPath); attachSockMap(program, map) — attach_net.cc
+  Napi::Value AttachCgroup(const Napi::CallbackInfo& info);
+  Napi::Value AttachSockMap(const Napi::CallbackInfo& info);
+  void DetachNet();  // sk_msg attachments made by AttachSockMap(); no JS calls
   Napi::Value Start(const Napi::CallbackInfo& info);
   Napi::Value Stop(const Napi::CallbackInfo& info);
   Napi::Value MapUpdate(const Napi::CallbackInfo& info);
@@ -62,6 +72,11 @@ class NativeObject : public Napi::ObjectWrap<NativeObject> {
   std::string file_;  // basename of the object file, for messages
   bpf_object* obj_ = nullptr;
   std::vector<std::pair<std::string, bpf_link*>> links_;
+  // uprobe links made by attachUprobe(), by handle (1, 2, ...; never reused)
+  std::map<uint32_t, bpf_link*> uprobes_;
+  uint32_t next_uprobe_ = 1;
+  // (prog fd, map fd) of sk_msg programs attached by attachSockMap()
+  std::vector<std::pair<int, int>> sockmap_attached_;
   std::unique_ptr<Poller> poller_;
   int stats_fd_ = -1;
   bool hooked_ = false;

@@ -1,7 +1,8 @@
 /**
  * metrics.ts — request metrics per workload: http.server.request.duration,
  * http.client.request.duration, rpc.server/client.call.duration and dns.lookup.duration (histograms in seconds, semconv
- * buckets), recorded from finished spans, aggregated cumulatively per (workload Resource,
+ * buckets), http.server/client.request/response.body.size (histograms in By, the SDK's
+ * default buckets: semconv gives none; recorded when the message was seen to its end), recorded from finished spans, aggregated cumulatively per (workload Resource,
  * instrument, attribute set), and exported periodically as OTLP through the OpenTelemetry
  * JS metric exporters.
  *
@@ -30,6 +31,7 @@ import {
   ATTR_ERROR_TYPE,
   ATTR_HTTP_REQUEST_METHOD,
   ATTR_HTTP_RESPONSE_STATUS_CODE,
+  ATTR_HTTP_ROUTE,
   ATTR_NETWORK_PROTOCOL_VERSION,
   ATTR_RPC_METHOD,
   ATTR_RPC_STATUS_CODE,
@@ -47,6 +49,9 @@ import { exporterOptions, type TracesExportConfig } from './sinks.js';
 /** Semconv advisory buckets for HTTP and DNS durations, in seconds. */
 export const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
 
+/** Body sizes in octets: semconv advises no buckets, these are the SDK's default explicit ones. */
+export const BODY_SIZE_BUCKETS = [0, 5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000];
+
 export interface InstrumentDef {
   name: string;
   description: string;
@@ -60,6 +65,10 @@ export const INSTRUMENTS = {
   dnsLookup: { name: 'dns.lookup.duration', description: 'Measures the time taken to perform a DNS lookup.', unit: 's', buckets: DURATION_BUCKETS },
   rpcServer: { name: 'rpc.server.call.duration', description: 'Measures the duration of incoming remote procedure calls.', unit: 's', buckets: DURATION_BUCKETS },
   rpcClient: { name: 'rpc.client.call.duration', description: 'Measures the duration of outgoing remote procedure calls.', unit: 's', buckets: DURATION_BUCKETS },
+  httpServerRequestBody: { name: 'http.server.request.body.size', description: 'Size of HTTP server request bodies.', unit: 'By', buckets: BODY_SIZE_BUCKETS },
+  httpServerResponseBody: { name: 'http.server.response.body.size', description: 'Size of HTTP server response bodies.', unit: 'By', buckets: BODY_SIZE_BUCKETS },
+  httpClientRequestBody: { name: 'http.client.request.body.size', description: 'Size of HTTP client request bodies.', unit: 'By', buckets: BODY_SIZE_BUCKETS },
+  httpClientResponseBody: { name: 'http.client.response.body.size', description: 'Size of HTTP client response bodies.', unit: 'By', buckets: BODY_SIZE_BUCKETS },
 } as const satisfies Record<string, InstrumentDef>;
 
 export const OVERFLOW_ATTRIBUTE = 'otel.metric.overflow';
@@ -222,11 +231,15 @@ export function recordSpan(store: MetricStore, s: SidelightSpan, resource: Resou
   } else if (a[ATTR_DNS_QUESTION_NAME] !== undefined) {
     store.record(resource, INSTRUMENTS.dnsLookup, pick([ATTR_DNS_QUESTION_NAME, ATTR_ERROR_TYPE]), seconds, now);
   } else if (a[ATTR_HTTP_REQUEST_METHOD] !== undefined) {
-    if (s.kind === 'server') {
-      store.record(resource, INSTRUMENTS.httpServer, pick([ATTR_HTTP_REQUEST_METHOD, ATTR_HTTP_RESPONSE_STATUS_CODE, ATTR_URL_SCHEME, ATTR_NETWORK_PROTOCOL_VERSION, ATTR_ERROR_TYPE]), seconds, now);
-    } else {
-      store.record(resource, INSTRUMENTS.httpClient, pick([ATTR_HTTP_REQUEST_METHOD, ATTR_HTTP_RESPONSE_STATUS_CODE, ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT, ATTR_NETWORK_PROTOCOL_VERSION, ATTR_ERROR_TYPE]), seconds, now);
-    }
+    const server = s.kind === 'server';
+    const attrs = server
+      ? pick([ATTR_HTTP_REQUEST_METHOD, ATTR_HTTP_RESPONSE_STATUS_CODE, ATTR_HTTP_ROUTE, ATTR_URL_SCHEME, ATTR_NETWORK_PROTOCOL_VERSION, ATTR_ERROR_TYPE])
+      : pick([ATTR_HTTP_REQUEST_METHOD, ATTR_HTTP_RESPONSE_STATUS_CODE, ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT, ATTR_NETWORK_PROTOCOL_VERSION, ATTR_ERROR_TYPE]);
+    store.record(resource, server ? INSTRUMENTS.httpServer : INSTRUMENTS.httpClient, attrs, seconds, now);
+    // body sizes: same attributes; only for messages seen to their end
+    const body = s.bodySize;
+    if (body?.request !== undefined) store.record(resource, server ? INSTRUMENTS.httpServerRequestBody : INSTRUMENTS.httpClientRequestBody, attrs, body.request, now);
+    if (body?.response !== undefined) store.record(resource, server ? INSTRUMENTS.httpServerResponseBody : INSTRUMENTS.httpClientResponseBody, attrs, body.response, now);
   }
 }
 
@@ -242,9 +255,14 @@ export interface MetricExportStats {
   lastError?: string;
 }
 
+/** Anything that yields a cumulative snapshot (MetricStore, the service graph, ...). */
+export interface MetricSource {
+  collect(now: HrTime): ResourceMetrics[];
+}
+
 /** Sends the store's snapshot every intervalMs; one export round at a time. */
 export class MetricExportLoop {
-  private readonly store: MetricStore;
+  private readonly store: MetricSource;
   private readonly exporter: PushMetricExporter;
   private readonly intervalMs: number;
   private readonly onError: (m: string) => void;
@@ -252,7 +270,7 @@ export class MetricExportLoop {
   private running: Promise<void> | undefined;
   readonly stats: MetricExportStats = { exports: 0, failures: 0 };
 
-  constructor(store: MetricStore, exporter: PushMetricExporter, intervalMs: number, onError: (m: string) => void = () => {}) {
+  constructor(store: MetricSource, exporter: PushMetricExporter, intervalMs: number, onError: (m: string) => void = () => {}) {
     this.store = store;
     this.exporter = exporter;
     this.intervalMs = intervalMs;

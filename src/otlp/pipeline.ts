@@ -1,10 +1,14 @@
 /**
  * pipeline.ts — the bounded queue between the receiver and an OTLP sink: spans are
- * queued (at most `queueSpans`; beyond that dropped and counted), sent in batches of
- * `maxSpans` at least every `delayMs`, one export in flight at a time. A batch whose export
- * fails retryably (OTLP rules, see sinks.ts) is tried again with exponential backoff and
- * jitter until `retryMaxElapsedMs`; meanwhile new spans wait in the bounded queue. A
- * non-retryable failure, or running out of time, drops the batch, counted.
+ * queued (at most `queueSpans` spans and `queueBytes` estimated bytes; beyond either, new
+ * spans are dropped and counted by which bound), sent in batches of `maxSpans` at least every
+ * `delayMs`, one export in flight at a time. A batch whose export fails retryably (OTLP
+ * rules, see transport.ts) is tried again after the delay the server asked for (gRPC
+ * RetryInfo, HTTP Retry-After; capped at `retryMaxMs`) or else with exponential backoff and
+ * jitter, until `retryMaxElapsedMs`; meanwhile new spans wait in the bounded queue. A
+ * non-retryable failure, or running out of time, drops the batch, counted. Partial success
+ * (the server accepted the request but rejected some spans) is counted and logged at most
+ * once per `logIntervalMs`.
  *
  * Lifetime: created at agent start; shutdown() flushes within a deadline, then stops the
  * sink. Timers are unref'd. Single-threaded (main thread).
@@ -24,15 +28,43 @@ export interface PipelineOptions {
   retryMaxMs?: number;
   /** give a batch up after retrying this long, ms (default 300000) */
   retryMaxElapsedMs?: number;
+  /** estimated bytes queued before new spans are dropped (default: unbounded) */
+  queueBytes?: number;
+  /** at most one partial-success log line per this many ms (default 10000) */
+  logIntervalMs?: number;
+}
+
+/** Upper bounds (seconds) of the export latency histogram. */
+export const EXPORT_LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
+export interface LatencyHistogram {
+  count: number;
+  /** seconds */
+  sum: number;
+  /** one per bucket bound, plus +Inf; not cumulative */
+  counts: number[];
 }
 
 export interface PipelineStats {
   received: number;
+  /** spans the server accepted (partially rejected spans included: see `rejected`) */
   exported: number;
+  /** dropped at push: the span bound (`queueSpans`) was reached, or the pipeline was closed */
   droppedQueueFull: number;
+  /** dropped at push: the byte bound (`queueBytes`) was reached */
+  droppedQueueBytes: number;
+  /** dropped after a permanent failure, running out of retry time, or the shutdown deadline */
   droppedExportFailed: number;
+  /** spans the server reported as rejected in a partial success */
+  rejected: number;
+  /** responses that carried a partial success */
+  partialSuccesses: number;
   exportErrors: number;
+  /** failed export attempts by outcome code (`UNAVAILABLE`, `HTTP 503`, `ECONNREFUSED`, ...) */
+  errorsByCode: Record<string, number>;
   retries: number;
+  /** retries whose delay came from the server (RetryInfo / Retry-After) */
+  retriesServerDelay: number;
   batches: number;
   lastError?: string;
 }
@@ -40,12 +72,29 @@ export interface PipelineStats {
 interface Item {
   span: SidelightSpan;
   resource: Resource;
+  bytes: number;
+}
+
+/**
+ * A cheap size estimate of a span once encoded (OTLP protobuf is close to this): fixed
+ * fields plus attribute keys and values. Counts the characters, not UTF-8 bytes.
+ */
+export function estimateSpanBytes(s: SidelightSpan): number {
+  let n = 96 + s.name.length + (s.status.message?.length ?? 0);
+  for (const k in s.attributes) {
+    const v = s.attributes[k];
+    n += k.length + 4 + (typeof v === 'string' ? v.length : Array.isArray(v) ? 8 * v.length : 9);
+  }
+  return n;
 }
 
 export class ExportPipeline {
   private readonly opts: PipelineOptions;
   private readonly sink: SpanSink;
   private queue: Item[] = [];
+  private queuedBytes = 0;
+  private lastPartialLog = -Infinity;
+  private partialSuppressed = 0;
   private timer: NodeJS.Timeout | undefined;
   private inFlight: Promise<void> | undefined;
   private closed = false;
@@ -54,11 +103,18 @@ export class ExportPipeline {
     received: 0,
     exported: 0,
     droppedQueueFull: 0,
+    droppedQueueBytes: 0,
     droppedExportFailed: 0,
+    rejected: 0,
+    partialSuccesses: 0,
     exportErrors: 0,
+    errorsByCode: {},
     retries: 0,
+    retriesServerDelay: 0,
     batches: 0,
   };
+  /** duration of every export attempt, successful or not */
+  readonly latency: LatencyHistogram = { count: 0, sum: 0, counts: new Array<number>(EXPORT_LATENCY_BUCKETS.length + 1).fill(0) };
   /** wakes a retry wait early (shutdown) */
   private wake: (() => void) | undefined;
 
@@ -68,8 +124,14 @@ export class ExportPipeline {
     this.onError = onError;
   }
 
+  /** spans waiting (not counting a batch being exported) */
   get depth(): number {
     return this.queue.length;
+  }
+
+  /** estimated bytes of the spans waiting */
+  get depthBytes(): number {
+    return this.queuedBytes;
   }
 
   push(span: SidelightSpan, resource: Resource): void {
@@ -78,7 +140,13 @@ export class ExportPipeline {
       this.stats.droppedQueueFull++;
       return;
     }
-    this.queue.push({ span, resource });
+    const bytes = estimateSpanBytes(span);
+    if (this.opts.queueBytes !== undefined && this.queuedBytes + bytes > this.opts.queueBytes) {
+      this.stats.droppedQueueBytes++;
+      return;
+    }
+    this.queuedBytes += bytes;
+    this.queue.push({ span, resource, bytes });
     if (this.queue.length >= this.opts.maxSpans) this.kick();
     else this.schedule();
   }
@@ -106,25 +174,34 @@ export class ExportPipeline {
   private async drain(): Promise<void> {
     while (this.queue.length > 0) {
       const batch = this.queue.splice(0, this.opts.maxSpans);
+      for (const i of batch) this.queuedBytes -= i.bytes;
       this.stats.batches++;
       const spans = batch.map((i) => toReadableSpan(i.span, i.resource));
       const started = Date.now();
+      const maxDelay = this.opts.retryMaxMs ?? 30_000;
       let delay = this.opts.retryInitialMs ?? 1000;
       for (;;) {
+        const t0 = performance.now();
         const out = await this.sink.export(spans);
+        this.observeLatency((performance.now() - t0) / 1000);
         if (out.ok) {
           this.stats.exported += batch.length;
+          if (out.rejected !== undefined || out.rejectMessage) this.onPartialSuccess(out.rejected ?? 0, out.rejectMessage ?? '');
           break;
         }
         this.stats.exportErrors++;
+        const code = out.code ?? 'ERROR';
+        this.stats.errorsByCode[code] = (this.stats.errorsByCode[code] ?? 0) + 1;
         this.stats.lastError = out.error;
-        const wait = delay * (0.8 + Math.random() * 0.4);
+        const serverDelay = out.retryAfterMs !== undefined;
+        const wait = serverDelay ? Math.min(out.retryAfterMs!, maxDelay) : delay * (0.8 + Math.random() * 0.4);
         if (!out.retryable || this.closed || Date.now() - started + wait > (this.opts.retryMaxElapsedMs ?? 300_000)) {
           this.stats.droppedExportFailed += batch.length;
           this.onError(`export to ${this.sink.name} failed: ${out.error ?? 'unknown error'} (${batch.length} spans dropped${out.retryable ? ', retries exhausted' : ''})`);
           break;
         }
         this.stats.retries++;
+        if (serverDelay) this.stats.retriesServerDelay++;
         await new Promise<void>((resolve) => {
           const t = setTimeout(resolve, wait);
           this.wake = () => {
@@ -133,10 +210,33 @@ export class ExportPipeline {
           };
         });
         this.wake = undefined;
-        delay = Math.min(delay * 2, this.opts.retryMaxMs ?? 30_000);
+        delay = Math.min(delay * 2, maxDelay);
       }
       if (this.queue.length < this.opts.maxSpans && !this.closed) return;
     }
+  }
+
+  private observeLatency(seconds: number): void {
+    const h = this.latency;
+    h.count++;
+    h.sum += seconds;
+    let i = 0;
+    while (i < EXPORT_LATENCY_BUCKETS.length && seconds > EXPORT_LATENCY_BUCKETS[i]!) i++;
+    h.counts[i]!++;
+  }
+
+  private onPartialSuccess(rejected: number, message: string): void {
+    this.stats.partialSuccesses++;
+    this.stats.rejected += rejected;
+    const now = Date.now();
+    if (now - this.lastPartialLog < (this.opts.logIntervalMs ?? 10_000)) {
+      this.partialSuppressed++;
+      return;
+    }
+    const more = this.partialSuppressed > 0 ? ` (${this.partialSuppressed} similar responses not logged)` : '';
+    this.lastPartialLog = now;
+    this.partialSuppressed = 0;
+    this.onError(`export to ${this.sink.name}: partial success, ${rejected} spans rejected: ${message || 'no reason given'}${more}`);
   }
 
   /** Send everything queued (bounded by deadlineMs), then shut the sink down. */
@@ -156,6 +256,7 @@ export class ExportPipeline {
     if (r === 'timeout') {
       this.stats.droppedExportFailed += this.queue.length;
       this.queue = [];
+      this.queuedBytes = 0;
       this.onError(`shutdown: flush did not finish within ${deadlineMs} ms`);
     }
     await Promise.race([this.sink.shutdown(), new Promise((r) => setTimeout(r, 2000).unref())]);

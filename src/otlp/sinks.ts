@@ -1,19 +1,16 @@
 /**
- * sinks.ts — where finished spans go: an OTLP exporter (gRPC, HTTP/protobuf or HTTP/JSON,
- * the OpenTelemetry JS exporters configured from the resolved config) or the terminal
- * (one readable line per span, the default when no endpoint is configured).
+ * sinks.ts — where finished spans go: an OTLP endpoint (gRPC, HTTP/protobuf or HTTP/JSON;
+ * serialised by @opentelemetry/otlp-transformer, sent by transport.ts) for the pipeline, and
+ * the one-line text form of a span the terminal view prints.
  *
  * A sink is created once at start and shut down once at exit. export() resolves, never
  * rejects: failures come back as an outcome the pipeline counts.
  */
 import { readFileSync } from 'node:fs';
 import { credentials, Metadata } from '@grpc/grpc-js';
-import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
-import { OTLPTraceExporter as GrpcExporter } from '@opentelemetry/exporter-trace-otlp-grpc';
-import { OTLPTraceExporter as JsonExporter } from '@opentelemetry/exporter-trace-otlp-http';
-import { OTLPTraceExporter as ProtoExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import { CompressionAlgorithm } from '@opentelemetry/otlp-exporter-base';
-import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
+import { JsonTraceSerializer, ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
+import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import {
   ATTR_HTTP_REQUEST_METHOD,
   ATTR_HTTP_RESPONSE_STATUS_CODE,
@@ -23,7 +20,7 @@ import {
   ATTR_URL_PATH,
 } from '@opentelemetry/semantic-conventions';
 import type { SidelightSpan } from '../receiver/span.js';
-import { AGENT_NAME, AGENT_VERSION } from '../version.js';
+import { createTransport, displayUrl, isRetryableGrpc, isRetryableHttp, USER_AGENT, type OtlpTransport } from './transport.js';
 
 export interface TracesExportConfig {
   url: string;
@@ -40,16 +37,23 @@ export interface ExportOutcome {
   error?: string;
   /** worth trying again (OTLP retry rules); false for rejected data */
   retryable?: boolean;
+  /** bounded outcome label for counters: `OK`, a gRPC status name, `HTTP 503`, `ECONNREFUSED` */
+  code?: string;
+  /** the server asked to wait this long before retrying (RetryInfo / Retry-After), ms */
+  retryAfterMs?: number;
+  /** partial success: spans the server accepted the request but rejected */
+  rejected?: number;
+  /** partial success: the server's explanation */
+  rejectMessage?: string;
 }
 
-/** gRPC codes the OTLP spec calls retryable (RESOURCE_EXHAUSTED needs RetryInfo: not here). */
-const GRPC_RETRYABLE = new Set([1, 4, 10, 11, 14, 15]);
-const HTTP_RETRYABLE = new Set([429, 502, 503, 504]);
-
-/** Per the OTLP spec; a failure without a status (connection refused, reset) is retryable. */
+/**
+ * Per the OTLP spec; a failure without a status (connection refused, reset) is retryable.
+ * gRPC RESOURCE_EXHAUSTED is retryable only with RetryInfo, which transport.ts checks.
+ */
 export function isRetryable(protocol: TracesExportConfig['protocol'], code: unknown): boolean {
   if (typeof code !== 'number') return true;
-  return protocol === 'grpc' ? GRPC_RETRYABLE.has(code) : HTTP_RETRYABLE.has(code);
+  return protocol === 'grpc' ? isRetryableGrpc(code, false) : isRetryableHttp(code);
 }
 
 export interface SpanSink {
@@ -58,9 +62,7 @@ export interface SpanSink {
   shutdown(): Promise<void>;
 }
 
-const USER_AGENT = `${AGENT_NAME}/${AGENT_VERSION}`;
-
-/** Constructor options for the OTLP exporters (traces and metrics alike), from our config. */
+/** Constructor options for the OpenTelemetry JS OTLP exporters (metrics.ts uses them), from our config. */
 export function exporterOptions(c: TracesExportConfig) {
   const compression = c.compression === 'gzip' ? CompressionAlgorithm.GZIP : CompressionAlgorithm.NONE;
   const ca = c.certificate ? readFileSync(c.certificate) : undefined;
@@ -87,45 +89,55 @@ export function exporterOptions(c: TracesExportConfig) {
   };
 }
 
-export function createOtlpExporter(c: TracesExportConfig): SpanExporter {
-  const o = exporterOptions(c);
-  if (c.protocol === 'grpc') return new GrpcExporter(o.grpc);
-  return c.protocol === 'http/json' ? new JsonExporter(o.http) : new ProtoExporter(o.http);
+/** ExportTraceServiceResponse.partial_success from a response body (protobuf or JSON). */
+export function tracePartialSuccess(protocol: TracesExportConfig['protocol'], body: Uint8Array | undefined): { rejected: number; message: string } | undefined {
+  if (!body || body.length === 0) return undefined;
+  try {
+    const r = (protocol === 'http/json' ? JsonTraceSerializer : ProtobufTraceSerializer).deserializeResponse(body);
+    const p = r.partialSuccess;
+    if (!p) return undefined;
+    const rejected = Number(p.rejectedSpans ?? 0);
+    const message = p.errorMessage ?? '';
+    return rejected > 0 || message !== '' ? { rejected, message } : undefined;
+  } catch {
+    return undefined; // a response we cannot read still means the data was accepted
+  }
 }
 
+/**
+ * Spans to an OTLP endpoint: serialised by @opentelemetry/otlp-transformer, sent by our
+ * transport (transport.ts), the answer turned into an ExportOutcome. No retries here: the
+ * pipeline owns them.
+ */
 export class OtlpSink implements SpanSink {
   readonly name: string;
-  private readonly exporter: SpanExporter;
+  private readonly transport: OtlpTransport;
   private readonly protocol: TracesExportConfig['protocol'];
 
-  constructor(c: TracesExportConfig, exporter: SpanExporter = createOtlpExporter(c)) {
-    this.name = `otlp ${c.protocol} ${c.url}`;
-    this.exporter = exporter;
+  constructor(c: TracesExportConfig, transport: OtlpTransport = createTransport(c, 'traces')) {
+    this.name = `otlp ${c.protocol} ${displayUrl(c.url)}`;
+    this.transport = transport;
     this.protocol = c.protocol;
   }
 
-  export(spans: ReadableSpan[]): Promise<ExportOutcome> {
-    return new Promise((resolve) => {
-      try {
-        this.exporter.export(spans, (r: ExportResult) =>
-          resolve(
-            r.code === ExportResultCode.SUCCESS
-              ? { ok: true }
-              : {
-                  ok: false,
-                  error: r.error?.message ?? 'export failed',
-                  retryable: isRetryable(this.protocol, (r.error as { code?: unknown } | undefined)?.code),
-                },
-          ),
-        );
-      } catch (e) {
-        resolve({ ok: false, error: (e as Error).message, retryable: false });
-      }
-    });
+  async export(spans: ReadableSpan[]): Promise<ExportOutcome> {
+    let body: Uint8Array | undefined;
+    try {
+      body = (this.protocol === 'http/json' ? JsonTraceSerializer : ProtobufTraceSerializer).serializeRequest(spans);
+    } catch (e) {
+      return { ok: false, retryable: false, code: 'SERIALIZE_ERROR', error: `serialize: ${(e as Error).message}` };
+    }
+    if (!body) return { ok: false, retryable: false, code: 'SERIALIZE_ERROR', error: 'serialize: nothing to send' };
+    const r = await this.transport.send(body);
+    if (!r.ok) {
+      return { ok: false, retryable: r.retryable, code: r.code, ...(r.error ? { error: r.error } : {}), ...(r.retryAfterMs !== undefined ? { retryAfterMs: r.retryAfterMs } : {}) };
+    }
+    const partial = tracePartialSuccess(this.protocol, r.body);
+    return { ok: true, code: 'OK', ...(partial ? { rejected: partial.rejected, rejectMessage: partial.message } : {}) };
   }
 
   async shutdown(): Promise<void> {
-    await this.exporter.shutdown();
+    await this.transport.shutdown();
   }
 }
 

@@ -8,17 +8,28 @@
  * registry (trace.ts) those handlers share, and the set of the agent's own endpoints
  * whose far end is ignored.
  *
+ * An HTTP/1 connection whose `Upgrade: h2c` request is answered by 101 continues as HTTP/2
+ * (the upgraded request is stream 1). Requests left unanswered end as error spans: on close
+ * (`connection_reset` when a read/write on the socket failed with ECONNRESET/EPIPE, else
+ * `connection_closed`), on eviction or idle expiry (`_OTHER`), or after the request timeout
+ * (expireRequests(), called periodically).
+ *
+ * TLS: a connection whose first bytes are a TLS record is not parsed from its syscall bytes;
+ * once plaintext arrives from the SSL_* uprobes (syscall ssl_read/ssl_write, tls.ts) only
+ * that is parsed, and its spans get url.scheme https.
+ *
  * Bounded by `maxConnections`: inserting past the bound evicts the oldest entry
  * (counted). Entries leave on close() or when idle longer than `idleMs` (sweep()).
  * Single-threaded: fed by the receiver in batch order.
  */
 import type { MonotonicClock } from './clock.js';
 import type { ConnInfo, KernelEvent } from './decode.js';
-import { HttpConnection, newHttpStats, type HttpOptions, type HttpStats, type Role } from './http.js';
+import { HttpConnection, newHttpStats, type CloseReason, type HttpOptions, type HttpStats, type Role } from './http.js';
 import { looksLikeHttp1 } from './http1.js';
 import { looksLikeHttp2Preface } from './http2.js';
 import { Http2Handler } from './h2spans.js';
-import { Direction, EventType } from './layout.js';
+import { Direction, EventType, SYS_SSL_READ, SYS_SSL_WRITE } from './layout.js';
+import { looksLikeTlsRecord } from './tls.js';
 import type { SidelightSpan } from './span.js';
 import { TraceRegistry, type TraceStats } from './trace.js';
 
@@ -51,6 +62,14 @@ export interface ConnectionStats {
   notHttp: number;
   /** connections whose peer is the agent itself (its own export traffic) */
   selfTraffic: number;
+  /** connections carrying TLS plaintext (SSL_read/SSL_write uprobes) */
+  tlsConnections: number;
+  /** TLS plaintext chunks */
+  tlsPlaintextChunks: number;
+  /** connections whose first bytes were a TLS record (ciphertext): parsed only from plaintext */
+  tlsCiphertextConnections: number;
+  /** ciphertext chunks dropped (the handshake, or any the kernel side did not filter) */
+  tlsCiphertextChunks: number;
   http: HttpStats;
   trace: TraceStats;
 }
@@ -78,6 +97,20 @@ interface Conn {
   early: KernelEvent[];
   seenChunks: number;
   lastSeen: bigint;
+  /** a read or write on the socket failed with ECONNRESET / EPIPE */
+  reset: boolean;
+  /** 'plaintext': fed by the SSL_* uprobes only; 'ciphertext': TLS records seen, no plaintext yet */
+  tls: 'none' | 'ciphertext' | 'plaintext';
+  /** any data seen yet (a TLS connection is recognised by its first bytes) */
+  dataSeen: boolean;
+}
+
+const ECONNRESET = 104;
+const EPIPE = 32;
+
+/** End the protocol handler of a connection that is going away. */
+function closeHandler(c: Conn | undefined, reason: CloseReason, endMono?: bigint): void {
+  (c?.http ?? c?.h2)?.onClose(c?.reset && reason === 'connection_closed' ? 'connection_reset' : reason, endMono);
 }
 
 export class ConnectionTable {
@@ -112,6 +145,10 @@ export class ConnectionTable {
       unknownChunks: 0,
       notHttp: 0,
       selfTraffic: 0,
+      tlsConnections: 0,
+      tlsPlaintextChunks: 0,
+      tlsCiphertextConnections: 0,
+      tlsCiphertextChunks: 0,
       http: newHttpStats(),
       trace: this.traces.stats,
     };
@@ -142,7 +179,7 @@ export class ConnectionTable {
       case EventType.Close: {
         const c = this.conns.get(ev.sock);
         if (!c) return;
-        (c.http ?? c.h2)?.onClose();
+        closeHandler(c, 'connection_closed', ev.tsEnd);
         this.conns.delete(ev.sock);
         this.stats.closed++;
         return;
@@ -164,12 +201,21 @@ export class ConnectionTable {
     this.selfEndpoints.set(endpoint, true);
   }
 
+  /** End requests (HTTP/1) and streams (HTTP/2) unanswered for longer than the request timeout. */
+  expireRequests(): void {
+    const now = this.clock.nowMono();
+    for (const c of this.conns.values()) {
+      const h = c.http ?? c.h2;
+      if (h && h.pendingCount > 0) h.expire(now);
+    }
+  }
+
   /** Expire connections idle for longer than idleMs. */
   sweep(): void {
     const cutoff = this.clock.nowMono() - BigInt(this.opts.idleMs) * 1_000_000n;
     for (const [sock, c] of this.conns) {
       if (c.lastSeen < cutoff) {
-        (c.http ?? c.h2)?.onClose();
+        closeHandler(c, '_OTHER');
         this.conns.delete(sock);
         this.stats.idleExpired++;
       }
@@ -180,16 +226,13 @@ export class ConnectionTable {
     const old = this.conns.get(ev.sock);
     if (old) {
       // the kernel reused the struct sock of a connection whose close we did not see
-      (old.http ?? old.h2)?.onClose();
+      closeHandler(old, 'connection_closed', ev.tsStart);
       this.conns.delete(ev.sock);
     }
     if (this.conns.size >= this.opts.maxConnections) {
       const oldest = this.conns.keys().next();
       if (!oldest.done) {
-        {
-          const gone = this.conns.get(oldest.value);
-          (gone?.http ?? gone?.h2)?.onClose();
-        }
+        closeHandler(this.conns.get(oldest.value), '_OTHER');
         this.conns.delete(oldest.value);
         this.stats.evicted++;
       }
@@ -204,6 +247,9 @@ export class ConnectionTable {
       early: [],
       seenChunks: 0,
       lastSeen: ev.tsEnd,
+      reset: false,
+      tls: 'none',
+      dataSeen: false,
     };
     this.conns.set(ev.sock, c);
     this.stats.opened++;
@@ -212,11 +258,18 @@ export class ConnectionTable {
   }
 
   private onData(ev: KernelEvent): void {
+    if (ev.ret < 0) {
+      // a failed read/write, reported only for ECONNRESET / EPIPE: the peer reset the connection
+      const failed = this.conns.get(ev.sock);
+      if (failed && (ev.ret === -ECONNRESET || ev.ret === -EPIPE)) failed.reset = true;
+      return;
+    }
     let c = this.conns.get(ev.sock);
     if (!c) c = this.open(ev, undefined); // a connection that predates the agent
     c.lastSeen = ev.tsEnd;
     // the 4-tuple of a connected socket is complete only after connect returns
     if (c.info.remote.port === 0) c.info = ev.conn;
+    if (!this.tlsGate(c, ev)) return;
     if (c.protocol === 'ignored') return;
     if (c.protocol === 'unknown' && !this.detect(c, ev)) return;
     if (c.h2) {
@@ -227,10 +280,67 @@ export class ConnectionTable {
     // started on a short chunk, but no request ever parsed: not HTTP after all
     if (c.http && c.http.requests === 0) this.countUndetected(c);
     if (c.http?.upgraded) {
-      c.http.onClose();
-      c.http = undefined;
-      c.protocol = 'ignored';
+      const h2c = c.http.takeH2cHandoff();
+      const responseDir = !c.http.isRequestDirection(ev.direction);
+      if (h2c && c.role !== undefined) {
+        // h2c: the connection (same tuple, same trace links) goes on as HTTP/2; the 101 head
+        // came in this chunk and the server's preface may follow it here
+        c.http = undefined;
+        c.protocol = 'h2';
+        c.h2 = new Http2Handler(c.role, c.info, this.opts.http, this.clock, this.stats.http, this.traces, this.emitFor(c), h2c);
+        if (responseDir) c.h2.onData(ev);
+      } else {
+        c.http.onClose();
+        c.http = undefined;
+        c.protocol = 'ignored';
+      }
     }
+  }
+
+  /**
+   * TLS: plaintext from the SSL_* uprobes feeds the parsers; syscall bytes of a TLS
+   * connection (the handshake before the first SSL_* call, or ciphertext the kernel did
+   * not filter) never do. The first plaintext chunk starts detection afresh. False: drop ev.
+   */
+  private tlsGate(c: Conn, ev: KernelEvent): boolean {
+    const first = !c.dataSeen;
+    c.dataSeen = true;
+    if (ev.syscall === SYS_SSL_READ || ev.syscall === SYS_SSL_WRITE) {
+      this.stats.tlsPlaintextChunks++;
+      if (c.tls !== 'plaintext') {
+        if (c.tls === 'none') closeHandler(c, 'connection_closed', ev.tsStart);
+        c.tls = 'plaintext';
+        c.protocol = 'unknown';
+        c.http = undefined;
+        c.h2 = undefined;
+        c.early = [];
+        c.seenChunks = 0;
+        this.stats.tlsConnections++;
+      }
+      return true;
+    }
+    if (c.tls === 'none' && first && looksLikeTlsRecord(ev.data)) {
+      c.tls = 'ciphertext';
+      this.stats.tlsCiphertextConnections++;
+    }
+    if (c.tls === 'none') return true;
+    this.stats.tlsCiphertextChunks++;
+    return false;
+  }
+
+  /** Spans of a TLS connection: url.scheme https (the HTTP/1 handler builds them as http). */
+  private readonly emitTls = (s: SidelightSpan): void => {
+    const a = s.attributes;
+    if (a['url.scheme'] !== undefined) a['url.scheme'] = 'https';
+    const full = a['url.full'];
+    if (typeof full === 'string' && full.startsWith('http://')) {
+      a['url.full'] = `https://${full.slice(7)}`.replace(/^(https:\/\/[^/]*):443(?=\/|$)/, '$1');
+    }
+    this.emit(s);
+  };
+
+  private emitFor(c: Conn): (s: SidelightSpan) => void {
+    return c.tls === 'plaintext' ? this.emitTls : this.emit;
   }
 
   /** Decide role (if unknown) and protocol from the first bytes; true once it is HTTP/1. */
@@ -246,7 +356,7 @@ export class ConnectionTable {
       c.role ??= ingress ? 'server' : 'client';
       if ((c.role === 'server') === ingress) {
         c.protocol = 'h2';
-        c.h2 = new Http2Handler(c.role, c.info, this.opts.http, this.clock, this.stats.http, this.traces, this.emit);
+        c.h2 = new Http2Handler(c.role, c.info, this.opts.http, this.clock, this.stats.http, this.traces, this.emitFor(c));
         // the server's SETTINGS usually went out before the client's preface arrived
         for (const e of c.early) c.h2.onData(e);
         c.early = [];
@@ -263,7 +373,7 @@ export class ConnectionTable {
     // the parser see it; it resynchronises by itself if this is not HTTP after all.
     if (c.role !== undefined && requestDir && (request || ev.data.length < SHORT_CHUNK)) {
       c.protocol = 'http1';
-      c.http = new HttpConnection(c.role, c.info, this.opts.http, this.clock, this.stats.http, this.traces, this.emit);
+      c.http = new HttpConnection(c.role, c.info, this.opts.http, this.clock, this.stats.http, this.traces, this.emitFor(c));
       c.early = [];
       return true;
     }

@@ -46,8 +46,6 @@ export interface DecodeStats {
   malformed: number;
 }
 
-const textDecoder = new TextDecoder('latin1');
-
 function ipv4(b: Uint8Array, off: number): string {
   return `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}`;
 }
@@ -96,14 +94,14 @@ function decodeConn(bytes: Uint8Array, dv: DataView, base: number): ConnInfo {
 function decodeComm(bytes: Uint8Array, off: number): string {
   let end = off;
   while (end < off + SL_COMM_LEN && bytes[end] !== 0) end++;
-  return textDecoder.decode(bytes.subarray(off, end));
+  return String.fromCharCode.apply(null, bytes.subarray(off, end) as unknown as number[]);
 }
 
 /** Decode one record that starts at `off` and is `len` bytes long; undefined if malformed. */
 export function decodeEvent(bytes: Uint8Array, dv: DataView, off: number, len: number): KernelEvent | undefined {
   if (len < EVENT.size) return undefined;
   const type = dv.getUint8(off + EVENT.type);
-  if (type < EventType.Data || type > EventType.Proc) return undefined;
+  if (type < EventType.Data || type > EventType.Tcp) return undefined;
   const capLen = dv.getUint32(off + EVENT.cap_len, true);
   if (capLen > SL_MAX_CAPTURE || EVENT.size + capLen > len) return undefined;
   return {

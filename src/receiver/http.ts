@@ -1,7 +1,12 @@
 /**
  * http.ts — HTTP/1.x request assembly for one TCP connection: two streaming parsers (one
  * per direction), a bounded queue of requests waiting for their responses (pipelining),
- * and the SERVER/CLIENT span built when a response completes.
+ * and the SERVER/CLIENT span built when a response completes. A request that never gets a
+ * response still ends as a span, with error.type: `timeout` after requestTimeoutMs
+ * (expire(), driven by the connection table), `connection_reset` / `connection_closed` /
+ * `_OTHER` (eviction) when its connection goes away (onClose()). A request answered by
+ * `101 Switching Protocols` to `Upgrade: h2c` is not a span here: it is handed over
+ * (takeH2cHandoff()) to become stream 1 of the HTTP/2 connection.
  *
  * Owned by the connection table (connections.ts): one instance per connection, created
  * when the connection is recognised as HTTP/1, dropped on close or eviction.
@@ -12,6 +17,7 @@ import {
   ATTR_CLIENT_PORT,
   ATTR_ERROR_TYPE,
   ATTR_HTTP_RESPONSE_STATUS_CODE,
+  ATTR_HTTP_ROUTE,
   ATTR_NETWORK_PROTOCOL_VERSION,
   ATTR_SERVER_ADDRESS,
   ATTR_SERVER_PORT,
@@ -24,18 +30,38 @@ import {
 import type { MonotonicClock } from './clock.js';
 import type { ConnInfo, KernelEvent } from './decode.js';
 import { Http1Parser, type Chunk, type Http1Event, type HttpHead } from './http1.js';
+import { h2cUpgrade, type H2cUpgrade } from './http2.js';
 import { Direction } from './layout.js';
+import type { RouteTemplater } from './routes.js';
 import type { AttrValue, ProcessRef, SidelightSpan } from './span.js';
 import { connAttributes, setMethod, spanIds } from './spanbuild.js';
 import type { TraceCtx, TraceRegistry, Tuple } from './trace.js';
 
 export type Role = 'server' | 'client';
 
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
+
+/** Why a connection went away, as error.type of the requests it left unanswered. */
+export type CloseReason = 'connection_closed' | 'connection_reset' | '_OTHER';
+
+/** An HTTP/1 request upgraded to h2c (101): stream 1 of the HTTP/2 connection that follows. */
+export interface H2cHandoff {
+  upgrade: H2cUpgrade;
+  start: bigint;
+  process: ProcessRef;
+  ctx: TraceCtx;
+  requestBodyBytes: number;
+}
+
 export interface HttpOptions {
   /** export url.query (off by default: query strings can carry secrets) */
   captureQuery: boolean;
   /** requests waiting for a response on one connection */
   maxPending: number;
+  /** a request with no response head after this long ends with error.type timeout, ms (default 30000) */
+  requestTimeoutMs?: number;
+  /** http.route for SERVER spans (routes.ts); absent: no route */
+  routes?: RouteTemplater;
 }
 
 /** Counters of the HTTP layer; exported as self-telemetry. */
@@ -46,12 +72,18 @@ export interface HttpStats {
   unmatchedResponses: number;
   /** requests dropped because maxPending were already waiting */
   pendingOverflow: number;
-  /** requests still waiting when their connection closed or was evicted */
+  /** requests still waiting when their connection closed or was evicted (each ends as an error span) */
   unanswered: number;
+  /** requests ended with error.type timeout (no response head within requestTimeoutMs) */
+  timeouts: number;
+  /** responses that arrived after their request had been ended by the timeout */
+  lateResponses: number;
+  /** HTTP/1 connections switched to HTTP/2 by an h2c Upgrade */
+  h2cUpgrades: number;
 }
 
 export function newHttpStats(): HttpStats {
-  return { spans: 0, parseErrors: 0, unmatchedResponses: 0, pendingOverflow: 0, unanswered: 0 };
+  return { spans: 0, parseErrors: 0, unmatchedResponses: 0, pendingOverflow: 0, unanswered: 0, timeouts: 0, lateResponses: 0, h2cUpgrades: 0 };
 }
 
 interface Pending {
@@ -63,6 +95,13 @@ interface Pending {
   response?: HttpHead;
   /** trace identity, assigned when the request started */
   ctx: TraceCtx;
+  /** the request head's first and last syscalls: start of one, end of the other (injection claims) */
+  headFrom: bigint;
+  headTo: bigint;
+  /** request body octets, once the request ended */
+  requestBodyBytes?: number;
+  /** already ended as a timeout span: its late response is consumed silently */
+  expired: boolean;
 }
 
 export class HttpConnection {
@@ -82,6 +121,8 @@ export class HttpConnection {
   private ahead = 0;
   /** request heads parsed on this connection */
   requests = 0;
+  /** set when a 101 answered an h2c Upgrade: the connection continues as HTTP/2 */
+  private h2c: H2cHandoff | undefined;
 
   private readonly traces: TraceRegistry;
   /** tid of the event being processed (the thread that wrote the bytes now parsed) */
@@ -121,6 +162,42 @@ export class HttpConnection {
     return this.req.upgraded || this.resp.upgraded;
   }
 
+  /** The h2c upgrade accepted on this connection, once (the caller switches to HTTP/2). */
+  takeH2cHandoff(): H2cHandoff | undefined {
+    const h = this.h2c;
+    this.h2c = undefined;
+    return h;
+  }
+
+  /** requests waiting for (the end of) a response */
+  get pendingCount(): number {
+    return this.pending.length;
+  }
+
+  private get timeoutNs(): bigint {
+    return BigInt(this.opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS) * 1_000_000n;
+  }
+
+  /**
+   * End, as error spans with error.type `timeout`, requests that have had no response head
+   * for requestTimeoutMs (the span ends at start + timeout). They stay queued (marked) so a
+   * late response still pairs with the right request and is then consumed silently.
+   */
+  expire(nowMono: bigint): void {
+    const limit = this.timeoutNs;
+    for (const p of this.pending) {
+      if (p.expired || p.response || nowMono - p.start < limit) continue;
+      p.expired = true;
+      this.stats.timeouts++;
+      this.endUnanswered(p, p.start + limit, 'timeout');
+    }
+  }
+
+  private endUnanswered(p: Pending, endMono: bigint, errorType: string): void {
+    if (this.role === 'server') this.traces.dropActive(p.ctx, p.process.tgid, p.process.tid);
+    this.emit(this.buildSpan(p, undefined, endMono, errorType));
+  }
+
   onData(ev: KernelEvent): void {
     const chunk: Chunk = { data: ev.data, length: ev.ret, tsStart: ev.tsStart, tsEnd: ev.tsEnd };
     const proc: ProcessRef = { tgid: ev.tgid, tid: ev.tid, comm: ev.comm, cgroupId: ev.cgroupId };
@@ -137,15 +214,19 @@ export class HttpConnection {
   }
 
   /**
-   * The connection closed (or was evicted): end messages in progress (at their last byte),
-   * count the requests left unanswered.
+   * The connection closed (or was reset, or was evicted) at `endMono`: end messages in
+   * progress (at their last byte); requests left without a response end as error spans
+   * with error.type `reason`.
    */
-  onClose(): void {
+  onClose(reason: CloseReason = 'connection_closed', endMono: bigint = this.clock.nowMono()): void {
     if (this.req.inMessage && this.lastProcess) this.onRequestEvents(this.req.finish('close'), this.lastProcess);
     if (this.resp.inMessage) this.onResponseEvents(this.resp.finish('close'));
-    this.stats.unanswered += this.pending.length;
+    for (const p of this.pending) {
+      if (p.expired) continue;
+      this.stats.unanswered++;
+      this.endUnanswered(p, endMono > p.start ? endMono : p.start, reason);
+    }
     if (this.role === 'server') {
-      for (const p of this.pending) this.traces.dropActive(p.ctx, p.process.tgid, p.process.tid);
       this.traces.serverClosed(this.tuple());
     } else {
       this.traces.clientClosed(this.tuple());
@@ -183,10 +264,17 @@ export class HttpConnection {
           process: proc,
           requestEnded: false,
           ctx,
+          expired: false,
+          headFrom: e.tsStart,
+          headTo: e.ts,
         });
+        this.claimInjection(ctx, proc.tid, e.tsStart, e.ts);
       } else if (e.type === 'end') {
         const p = this.pending.find((x) => !x.requestEnded);
-        if (p) p.requestEnded = true;
+        if (p) {
+          p.requestEnded = true;
+          p.requestBodyBytes = e.bodyBytes;
+        }
       } else {
         this.stats.parseErrors++;
       }
@@ -211,29 +299,56 @@ export class HttpConnection {
         const p = this.pending[0];
         if (!p || !p.response || p.response !== head) continue;
         this.pending.shift();
+        if (p.expired) {
+          this.stats.lateResponses++;
+          continue;
+        }
+        if (status === 101 && !this.h2c) {
+          const upgrade = h2cUpgrade(p.head, p.response);
+          if (upgrade) {
+            // the upgraded request is stream 1 of the HTTP/2 connection: its span comes from there
+            this.stats.h2cUpgrades++;
+            this.h2c = { upgrade, start: p.start, process: p.process, ctx: p.ctx, requestBodyBytes: p.requestBodyBytes ?? 0 };
+            continue;
+          }
+        }
         if (this.role === 'server') this.traces.serverEnd(p.ctx, p.process.tgid, p.process.tid, this.currentTid || p.process.tid);
-        this.emit(this.buildSpan(p, p.response, e.ts));
+        this.emit(this.buildSpan(p, p.response, e.ts, undefined, e.bodyBytes));
       } else {
         this.stats.parseErrors++;
       }
     }
   }
 
-  private buildSpan(p: Pending, resp: HttpHead, endMono: bigint): SidelightSpan {
+  /** `resp` undefined: the request got no response; `errorType` says why */
+  /** traceparent injection (inject.ts): take the ids the kernel chose for this request, if any */
+  private claimInjection(ctx: TraceCtx, tid: number, from: bigint, to: bigint): void {
+    const inj = this.traces.injections;
+    if (!inj) return;
+    const { local, remote } = this.info;
+    if (this.role === 'server') inj.claimServer(ctx, tid, local.port, remote.port, from, to);
+    else inj.claimClient(ctx, tid, local.port, remote.port, from, to);
+  }
+
+  private buildSpan(p: Pending, resp: HttpHead | undefined, endMono: bigint, errorType?: string, responseBodyBytes?: number): SidelightSpan {
+    // the kernel's record of an injection may arrive after the request's own bytes
+    this.claimInjection(p.ctx, p.process.tid, p.headFrom, p.headTo);
     const attrs: Record<string, AttrValue> = {};
     const name = setMethod(attrs, p.head.method ?? '');
-    const status = resp.status ?? 0;
-    attrs[ATTR_HTTP_RESPONSE_STATUS_CODE] = status;
+    const status = resp?.status ?? 0;
+    if (resp) attrs[ATTR_HTTP_RESPONSE_STATUS_CODE] = status;
     attrs[ATTR_NETWORK_PROTOCOL_VERSION] = p.head.version;
     Object.assign(attrs, connAttributes(this.info));
 
     const target = parseTarget(p.head.target ?? '');
     const host = parseHost(header(p.head, 'host') ?? target.authority);
-    const isError = this.role === 'server' ? status >= 500 : status >= 400;
+    const isError = errorType !== undefined || (this.role === 'server' ? status >= 500 : status >= 400);
 
     if (this.role === 'server') {
       attrs[ATTR_URL_SCHEME] = 'http';
       attrs[ATTR_URL_PATH] = target.path;
+      const route = this.opts.routes?.route(target.path);
+      if (route !== undefined) attrs[ATTR_HTTP_ROUTE] = route;
       if (this.opts.captureQuery && target.query !== undefined) attrs[ATTR_URL_QUERY] = target.query;
       attrs[ATTR_SERVER_ADDRESS] = host?.host ?? this.info.local.address;
       attrs[ATTR_SERVER_PORT] = host?.port ?? this.info.local.port;
@@ -250,11 +365,15 @@ export class HttpConnection {
       const query = this.opts.captureQuery && target.query !== undefined ? `?${target.query}` : '';
       attrs[ATTR_URL_FULL] = `http://${authority}${target.path}${query}`;
     }
-    if (isError) attrs[ATTR_ERROR_TYPE] = String(status);
+    if (isError) attrs[ATTR_ERROR_TYPE] = errorType ?? String(status);
 
     this.stats.spans++;
+    const bodySize: { request?: number; response?: number } = {};
+    if (p.requestBodyBytes !== undefined) bodySize.request = p.requestBodyBytes;
+    if (responseBodyBytes !== undefined) bodySize.response = responseBodyBytes;
     return {
       ...spanIds(p.ctx),
+      bodySize,
       kind: this.role,
       name,
       startUnixNs: this.clock.toUnixNs(p.start),

@@ -14,6 +14,8 @@ export const EventType = {
   Close: 4,
   /** payload: SL_EXE_LEN bytes of executable name, then a prefix of the environment block */
   Proc: 5,
+  /** payload: struct sl_tcp_summary (TCP_SUMMARY), one per connection reaching CLOSE (bpf/tcp.bpf.h) */
+  Tcp: 6,
 } as const;
 export type EventType = (typeof EventType)[keyof typeof EventType];
 
@@ -23,14 +25,19 @@ export type Direction = (typeof Direction)[keyof typeof Direction];
 /** enum sl_syscall, index = value. */
 export const SYSCALL_NAMES = [
   '', 'read', 'write', 'readv', 'writev', 'sendto', 'recvfrom', 'sendmsg', 'recvmsg',
-  'sendmmsg', 'recvmmsg', 'connect', 'accept', 'accept4', 'close',
+  'sendmmsg', 'recvmmsg', 'connect', 'accept', 'accept4', 'close', 'ssl_read', 'ssl_write',
 ] as const;
+
+/** enum sl_syscall values of TLS plaintext events (uprobes on SSL_read/SSL_write, bpf/tls.bpf.h). */
+export const SYS_SSL_READ = 15;
+export const SYS_SSL_WRITE = 16;
 
 /** enum sl_counter, index = value; names are exported as the `reason`/`counter` attribute. */
 export const COUNTER_NAMES = [
   'events', 'ringbuf_full', 'inflight_full', 'read_fail', 'mmsg_partial', 'filtered', 'procs',
+  'tls_ciphertext_skipped', 'tls_no_socket', 'tcp_untracked', 'tcp_table_full',
 ] as const;
-export const SL_CNT_MAX = 8;
+export const SL_CNT_MAX = 16;
 
 export const SL_MAX_CAPTURE = 4096;
 export const SL_COMM_LEN = 16;
@@ -68,6 +75,24 @@ export const EVENT = {
   comm: 64,
   conn: 80,
 } as const;
+
+/** struct sl_tcp_summary (48 bytes), the payload of Tcp events */
+export const TCP_SUMMARY = {
+  size: 48,
+  bytes_sent: 0,
+  bytes_received: 8,
+  open_ns: 16,
+  srtt_us: 24,
+  total_retrans: 28,
+  segs_out: 32,
+  segs_in: 36,
+  role: 40,
+  old_state: 41,
+  sk_err: 42,
+} as const;
+
+/** sl_tcp_summary.role */
+export const TcpRole = { Client: 1, Server: 2 } as const;
 
 /** struct sl_config (16 bytes) */
 export const CONFIG = {
@@ -118,6 +143,20 @@ export const BPF_NAMES = {
   portFilter: 'sl_port_filter',
   dnsPorts: 'sl_dns_ports',
 } as const;
+
+/**
+ * The TLS programs of bpf/tls.bpf.h: bare uprobes attached per binary (src/receiver/tls.ts),
+ * never by attach() (pass them as its `skip`). `ret` serves every SSL_* function's return.
+ */
+export const TLS_PROGRAMS = {
+  read: 'sl_ssl_read',
+  write: 'sl_ssl_write',
+  readEx: 'sl_ssl_read_ex',
+  writeEx: 'sl_ssl_write_ex',
+  ret: 'sl_ssl_ret',
+  free: 'sl_ssl_free',
+} as const;
+export const TLS_PROGRAM_NAMES: string[] = Object.values(TLS_PROGRAMS);
 
 /** BPF map keys and values are host byte order (little-endian on x86_64). */
 export function leU16(n: number): Uint8Array {

@@ -33,4 +33,6 @@ export interface SidelightSpan {
   traceFlags?: number;
   /** W3C tracestate carried from the incoming request */
   traceState?: string;
+  /** HTTP body octets (request / response), when the message was seen to its end: feeds the body-size metrics */
+  bodySize?: { request?: number; response?: number };
 }

@@ -23,6 +23,9 @@
  *     a request is its child only when the process is serving exactly one request then.
  *
  * Otherwise the span starts a new trace (random trace id, flags sampled|random).
+ * With traceparent injection on (inject.ts, `injections`), a CLIENT span takes the ids the
+ * kernel put on the wire, and a root SERVER span adopts the trace id the kernel chose for it
+ * (adoptTraceId), before anything of its trace is emitted.
  * TraceRegistry is shared by all connections of the receiver; single-threaded. The link
  * table and the per-thread table are bounded, with counters.
  */
@@ -76,27 +79,66 @@ export function randomId(bytes: 8 | 16): string {
 
 /** The trace identity of one request, created when the request starts. */
 export class TraceCtx {
-  readonly spanId = randomId(8);
-  /** own trace id, used when there is no parent */
-  private readonly rootTraceId = randomId(16);
+  /** replaced only by an injected traceparent's span id (applyInjection in inject.ts) */
+  spanId = randomId(8);
+  /** own trace id, used when there is no parent (a root may adopt an injected one) */
+  private rootTraceId = randomId(16);
   /** a parent on this node (resolved at emission) */
   parent: TraceCtx | undefined;
   /** a remote parent from an incoming traceparent (wins over `parent`) */
   remote: TraceParent | undefined;
   tracestate: string | undefined;
+  /** trace id and flags of the traceparent Sidelight injected into this (client) request */
+  injected: { traceId: string; flags: number } | undefined;
+  /** true once resolve() ran (the span was emitted): its trace id can no longer change */
+  resolved = false;
   /** how the parent was found, for self-telemetry and tests */
   source: 'root' | 'traceparent' | 'link' | 'thread' | 'pool' = 'root';
 
+  /**
+   * A root request (no traceparent, no parent, not yet emitted) takes `traceId` as its trace
+   * id: the one Sidelight injected into a call it made. True when this request's trace id
+   * now is `traceId` (adopted, or already equal).
+   */
+  adoptTraceId(traceId: string): boolean {
+    const top = this.top();
+    if (top.remote) return top.remote.traceId === traceId;
+    if (top.injected) return top.injected.traceId === traceId;
+    if (top.rootTraceId === traceId) return true;
+    if (top.resolved || top.adopted) return false;
+    top.rootTraceId = traceId;
+    top.adopted = true;
+    return true;
+  }
+
+  private adopted = false;
+
+  /** the end of the `parent` chain (bounded depth) */
+  private top(): TraceCtx {
+    let top: TraceCtx = this;
+    for (let depth = 0; depth < 64 && !top.remote && !top.injected && top.parent; depth++) top = top.parent;
+    return top;
+  }
+
   /** Resolve ids now; follows `parent` references (bounded depth). */
   resolve(): { traceId: string; spanId: string; parentSpanId?: string; flags: number; tracestate?: string } {
+    this.resolved = true;
     const ts = this.tracestate !== undefined ? { tracestate: this.tracestate } : {};
     if (this.remote) {
       return { traceId: this.remote.traceId, spanId: this.spanId, parentSpanId: this.remote.parentId, flags: this.remote.flags, ...ts };
     }
+    if (this.injected) {
+      const parent = this.parent ? { parentSpanId: this.parent.spanId } : {};
+      return { traceId: this.injected.traceId, spanId: this.spanId, ...parent, flags: this.injected.flags, ...ts };
+    }
     if (this.parent) {
-      let top: TraceCtx = this.parent;
-      for (let depth = 0; depth < 64 && !top.remote && top.parent; depth++) top = top.parent;
-      const root = top.remote ? { traceId: top.remote.traceId, flags: top.remote.flags } : { traceId: top.rootTraceId, flags: FLAG_SAMPLED | FLAG_RANDOM };
+      const top = this.parent.top();
+      top.resolved = true;
+      const root = top.remote
+        ? { traceId: top.remote.traceId, flags: top.remote.flags }
+        : top.injected
+          ? top.injected
+          : { traceId: top.rootTraceId, flags: FLAG_SAMPLED | FLAG_RANDOM };
       return { traceId: root.traceId, spanId: this.spanId, parentSpanId: this.parent.spanId, flags: root.flags, ...ts };
     }
     return { traceId: this.rootTraceId, spanId: this.spanId, flags: FLAG_SAMPLED | FLAG_RANDOM, ...ts };
@@ -118,6 +160,12 @@ export interface TraceStats {
   /** client spans left without parent because the process's threads cannot be trusted */
   untrustedThreads: number;
   linkTableEvicted: number;
+}
+
+/** traceparent injection (inject.ts InjectTracker): ids the kernel chose for requests. */
+export interface InjectionClaims {
+  claimServer(ctx: TraceCtx, tid: number, localPort: number, remotePort: number, from: bigint, to: bigint): void;
+  claimClient(ctx: TraceCtx, tid: number, localPort: number, remotePort: number, from: bigint, to: bigint): boolean;
 }
 
 export interface TraceRegistryOptions {
@@ -170,6 +218,8 @@ export class TraceRegistry {
   private readonly activeByProcess = new Map<number, TraceCtx[]>();
   /** processes seen answering on another thread than the one that read the request */
   private readonly migrating = new Set<number>();
+  /** set by the agent when traceparent injection is on */
+  injections: InjectionClaims | undefined;
   readonly stats: TraceStats = {
     fromTraceparent: 0,
     invalidTraceparent: 0,

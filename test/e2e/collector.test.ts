@@ -49,7 +49,11 @@ for (const { protocol, endpoint } of cases) {
       const r = await fetch(`${agent.healthUrl}/healthz`);
       t.is(r.status, 200);
       held = progIdsHeldBy(agent.pid);
-      t.deepEqual(loadedNames(held), ['sl_sys_enter', 'sl_sys_exit'], 'both probes loaded and held by the agent');
+      t.deepEqual(
+        loadedNames(held),
+        ['sl_ssl_free', 'sl_ssl_read', 'sl_ssl_read_ex', 'sl_ssl_ret', 'sl_ssl_write', 'sl_ssl_write_ex', 'sl_sys_enter', 'sl_sys_exit', 'sl_tcp_state'],
+        'every probe (syscalls, TLS uprobes, TCP state) loaded and held by the agent',
+      );
       await curl([`http://127.0.0.1:${srv.port}/hello.txt`]);
       const isOurs = (s: CollectorSpan): boolean =>
         s.attributes['server.port'] === srv.port && (s.kind === 2 || s.kind === 3);
@@ -149,7 +153,7 @@ test.serial('request metrics reach the real Collector per workload: HTTP server/
   t.is(ok.unit, 's');
   t.is(ok.count, 1);
   t.deepEqual(ok.explicitBounds, [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]);
-  t.deepEqual(ok.attributes, { 'http.request.method': 'GET', 'http.response.status_code': 200, 'url.scheme': 'http', 'network.protocol.version': '1.1' });
+  t.deepEqual(ok.attributes, { 'http.request.method': 'GET', 'http.response.status_code': 200, 'http.route': '/hello.txt', 'url.scheme': 'http', 'network.protocol.version': '1.1' });
   t.is(ok.resource['telemetry.distro.name'], 'sidelight');
   const client = last('http.client.request.duration', (p) => p.resource['service.name'] === 'curl' && p.attributes['http.response.status_code'] === 404);
   t.is(client.attributes['error.type'], '404');

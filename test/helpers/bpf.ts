@@ -44,3 +44,39 @@ export async function stillLoaded(ids: Set<number>): Promise<number[]> {
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+export interface MapOccupancy {
+  id: number;
+  type: string;
+  maxEntries: number;
+  /** entries present now (hash maps only; undefined for arrays and ring buffers) */
+  entries: number | undefined;
+}
+
+/** BPF maps a process references through its file descriptors, by name, with their occupancy. */
+export function mapsHeldBy(pid: number): Record<string, MapOccupancy> {
+  const ids = new Set<number>();
+  for (const fd of readdirSync(`/proc/${pid}/fdinfo`)) {
+    try {
+      const m = /^map_id:\s*(\d+)$/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'));
+      if (m) ids.add(Number(m[1]));
+    } catch {
+      /* fd closed meanwhile */
+    }
+  }
+  const out: Record<string, MapOccupancy> = {};
+  for (const id of ids) {
+    const info = JSON.parse(execFileSync('bpftool', ['map', 'show', 'id', String(id), '--json'], { encoding: 'utf8' })) as {
+      name?: string;
+      type: string;
+      max_entries: number;
+    };
+    let entries: number | undefined;
+    if (info.type === 'hash' || info.type === 'lru_hash') {
+      const dump = execFileSync('bpftool', ['map', 'dump', 'id', String(id), '--json'], { encoding: 'utf8', maxBuffer: 1 << 28 });
+      entries = (JSON.parse(dump) as unknown[]).length;
+    }
+    out[info.name ?? `map${id}`] = { id, type: info.type, maxEntries: info.max_entries, entries };
+  }
+  return out;
+}

@@ -51,6 +51,16 @@ export interface CollectorHistogramPoint {
   explicitBounds: number[];
 }
 
+/** One sum (counter) data point as the Collector wrote it (OTLP JSON, flattened). */
+export interface CollectorSumPoint {
+  name: string;
+  unit: string;
+  resource: Record<string, unknown>;
+  attributes: Record<string, unknown>;
+  value: number;
+  monotonic: boolean;
+}
+
 export interface RunningCollector {
   /** OTLP/gRPC endpoint, `http://127.0.0.1:PORT` (plaintext). */
   grpcEndpoint: string;
@@ -62,6 +72,8 @@ export interface RunningCollector {
   waitForSpans(pred: (s: CollectorSpan[]) => boolean, timeoutMs?: number): Promise<CollectorSpan[]>;
   /** Every histogram data point written so far (one entry per point per export). */
   metrics(): Promise<CollectorHistogramPoint[]>;
+  /** Every sum data point written so far (one entry per point per export). */
+  sums(): Promise<CollectorSumPoint[]>;
   /** Polls metrics() until pred holds. */
   waitForMetrics(pred: (m: CollectorHistogramPoint[]) => boolean, timeoutMs?: number): Promise<CollectorHistogramPoint[]>;
   /** Terminates the collector and removes its temp dir. Idempotent. */
@@ -272,6 +284,20 @@ async function startOnce(binary: string, timeoutMs: number, fixedPorts?: { grpc:
     return out;
   };
 
+  const sums = async (): Promise<CollectorSumPoint[]> => {
+    let text: string;
+    try {
+      text = await readFile(metricsFile, 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw e;
+    }
+    const complete = text.slice(0, text.lastIndexOf('\n') + 1);
+    const out: CollectorSumPoint[] = [];
+    for (const line of complete.split('\n')) if (line.trim() !== '') out.push(...flattenSums(JSON.parse(line) as OtlpMetricsJson));
+    return out;
+  };
+
   const waitForMetrics = async (pred: (m: CollectorHistogramPoint[]) => boolean, waitMs = 10_000): Promise<CollectorHistogramPoint[]> => {
     const deadline = Date.now() + waitMs;
     for (;;) {
@@ -289,6 +315,7 @@ async function startOnce(binary: string, timeoutMs: number, fixedPorts?: { grpc:
     spans,
     waitForSpans,
     metrics,
+    sums,
     waitForMetrics,
     stop,
   };
@@ -400,6 +427,7 @@ interface OtlpMetricsJson {
         name: string;
         unit?: string;
         histogram?: { dataPoints?: Array<{ attributes?: OtlpKeyValue[]; count?: string | number; sum?: number; bucketCounts?: Array<string | number>; explicitBounds?: number[] }> };
+        sum?: { isMonotonic?: boolean; dataPoints?: Array<{ attributes?: OtlpKeyValue[]; asInt?: string | number; asDouble?: number }> };
       }>;
     }>;
   }>;
@@ -422,6 +450,29 @@ export function flattenHistograms(req: OtlpMetricsJson): CollectorHistogramPoint
             sum: p.sum ?? 0,
             bucketCounts: (p.bucketCounts ?? []).map(Number),
             explicitBounds: p.explicitBounds ?? [],
+          });
+        }
+      }
+    }
+  }
+  return out;
+}
+
+/** Sum points of one OTLP JSON metrics request. */
+export function flattenSums(req: OtlpMetricsJson): CollectorSumPoint[] {
+  const out: CollectorSumPoint[] = [];
+  for (const rm of req.resourceMetrics ?? []) {
+    const resource = attributesToObject(rm.resource?.attributes);
+    for (const sm of rm.scopeMetrics ?? []) {
+      for (const m of sm.metrics ?? []) {
+        for (const p of m.sum?.dataPoints ?? []) {
+          out.push({
+            name: m.name,
+            unit: m.unit ?? '',
+            resource,
+            attributes: attributesToObject(p.attributes),
+            value: Number(p.asInt ?? p.asDouble ?? 0),
+            monotonic: m.sum?.isMonotonic === true,
           });
         }
       }

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
-import { ExportPipeline } from '../../src/otlp/pipeline.js';
+import { estimateSpanBytes, ExportPipeline } from '../../src/otlp/pipeline.js';
 import { isRetryable, type ExportOutcome, type SpanSink } from '../../src/otlp/sinks.js';
 import type { SidelightSpan } from '../../src/receiver/span.js';
 
@@ -146,4 +146,28 @@ test('OTLP retry rules: gRPC and HTTP codes', (t) => {
   for (const c of [429, 502, 503, 504]) t.true(isRetryable('http/protobuf', c), `http ${c}`);
   for (const c of [400, 401, 403, 404, 413, 500]) t.false(isRetryable('http/json', c), `http ${c}`);
   t.true(isRetryable('grpc', undefined), 'connection refused: no status');
+});
+
+test('queue bounded by estimated bytes too: spans past the byte bound dropped and counted by reason', async (t) => {
+  const sink = new RecordingSink();
+  sink.delayMs = 50;
+  const one = estimateSpanBytes(span(0));
+  t.true(one > 96 && one < 200, `a small span is estimated at ${one} bytes`);
+  // room for 10 spans by bytes, 1000 by count; the first batch of 5 leaves the queue when its export starts
+  const p = new ExportPipeline({ maxSpans: 5, delayMs: 1000, queueSpans: 1000, queueBytes: one * 10 }, sink);
+  for (let i = 0; i < 30; i++) p.push(span(i), resource);
+  t.is(p.depthBytes, p.depth * one, 'depthBytes tracks what is queued');
+  t.true(p.depthBytes <= one * 10);
+  await p.shutdown(2000);
+  t.is(p.stats.droppedQueueFull, 0);
+  t.is(p.stats.exported + p.stats.droppedQueueBytes, 30);
+  t.is(p.stats.droppedQueueBytes, 30 - 15, 'one batch of 5 in flight, 10 queued by bytes');
+  t.is(p.depthBytes, 0);
+});
+
+test('estimateSpanBytes grows with attributes', (t) => {
+  const s = span(0);
+  const base = estimateSpanBytes(s);
+  s.attributes['url.full'] = 'x'.repeat(1000);
+  t.is(estimateSpanBytes(s), base + 'url.full'.length + 4 + 1000);
 });

@@ -145,20 +145,56 @@ test('unknown methods become _OTHER with the original kept', (t) => {
 
 test('non-HTTP traffic is ignored and counted, never a span', (t) => {
   const h = harness();
-  for (let i = 0; i < 10; i++) h.feed({ ...server, direction: i % 2 ? OUT : IN, data: Uint8Array.from([0x16, 3, 1, i, 0, 0xff]) });
+  for (let i = 0; i < 10; i++) h.feed({ ...server, direction: i % 2 ? OUT : IN, data: Uint8Array.from([0x05, 1, 0, i, 0, 0xff]) });
   t.is(h.spans.length, 0);
   t.is(h.table.stats.notHttp, 1);
   t.true(h.table.stats.unknownChunks >= 8);
 });
 
-test('close with a request unanswered counts it; close removes the connection', (t) => {
+test('close with a request unanswered ends it as an error span; close removes the connection', (t) => {
   const h = harness();
-  h.feed({ ...server, type: EventType.Accept }, { ...server, direction: IN, data: 'GET / HTTP/1.1\r\nHost: a\r\n\r\n' });
+  h.feed({ ...server, type: EventType.Accept }, { ...server, direction: IN, data: 'GET / HTTP/1.1\r\nHost: a\r\n\r\n', tsEnd: 100n });
   t.is(h.table.size, 1);
-  h.feed({ ...server, type: EventType.Close });
+  h.feed({ ...server, type: EventType.Close, tsEnd: 500n });
   t.is(h.table.size, 0);
   t.is(h.table.stats.http.unanswered, 1);
-  t.is(h.spans.length, 0);
+  t.is(h.spans.length, 1);
+  const s = h.spans[0]!;
+  t.is(s.attributes['error.type'], 'connection_closed');
+  t.is(s.attributes['http.response.status_code'], undefined);
+  t.is(s.status.code, 'error');
+  t.is(s.endUnixNs - s.startUnixNs, 400n);
+});
+
+test('a reset (ECONNRESET on a read) makes unanswered requests connection_reset', (t) => {
+  const h = harness();
+  h.feed(
+    { ...client, type: EventType.Connect },
+    { ...client, direction: OUT, data: 'POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc', tsStart: 10n, tsEnd: 20n },
+    { ...client, direction: IN, data: '', ret: -104, tsEnd: 60n },
+    { ...client, type: EventType.Close, tsEnd: 70n },
+  );
+  t.is(h.spans.length, 1);
+  t.is(h.spans[0]!.attributes['error.type'], 'connection_reset');
+  t.is(h.spans[0]!.kind, 'client');
+  t.deepEqual(h.spans[0]!.bodySize, { request: 3 });
+});
+
+test('a request with no response within the timeout ends with error.type timeout; its late response is consumed', (t) => {
+  const h = harness({ http: { captureQuery: false, maxPending: 8, requestTimeoutMs: 1 } });
+  h.feed({ ...server, type: EventType.Accept }, { ...server, direction: IN, data: 'GET /slow HTTP/1.1\r\nHost: a\r\n\r\n', tsEnd: 1_000n });
+  h.clock.nowMono = () => 1_000n + 2_000_000n;
+  h.table.expireRequests();
+  t.is(h.spans.length, 1);
+  t.is(h.spans[0]!.attributes['error.type'], 'timeout');
+  t.is(h.spans[0]!.endUnixNs - h.spans[0]!.startUnixNs, 1_000_000n);
+  h.feed({ ...server, direction: OUT, data: 'HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n' });
+  h.feed({ ...server, direction: IN, data: 'GET /next HTTP/1.1\r\nHost: a\r\n\r\n' }, { ...server, direction: OUT, data: 'HTTP/1.1 204 No Content\r\n\r\n' });
+  t.is(h.spans.length, 2);
+  t.is(h.spans[1]!.attributes['url.path'], '/next');
+  t.is(h.table.stats.http.lateResponses, 1);
+  h.feed({ ...server, type: EventType.Close });
+  t.is(h.spans.length, 2, 'the timed-out request is not ended twice');
 });
 
 test('close-delimited response ends at close', (t) => {
