@@ -118,7 +118,14 @@ static __always_inline u16 sl_read_peer_sockaddr(struct sl_conn *c, const void *
 
 static __always_inline u16 sl_sock_lport(struct sock *sk)
 {
-	return BPF_CORE_READ(sk, __sk_common.skc_num);
+	u16 port = BPF_CORE_READ(sk, __sk_common.skc_num);
+
+	/* a socket already closed by the protocol (peer closed first, or shutdown()) has released
+	 * its port (skc_num 0) before close(); inet_sport still holds it, so the port filter and
+	 * the close event keep the right local port */
+	if (!port)
+		port = __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	return port;
 }
 
 static __always_inline u16 sl_sock_rport(struct sock *sk)

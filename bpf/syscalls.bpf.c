@@ -339,7 +339,7 @@ static __always_inline u32 sl_want(u64 bytes, const struct sl_event *ev)
  * ones: sends by their destination (read now); receives are decided at exit, when the
  * kernel has written the source address.
  */
-static __always_inline bool sl_udp_wanted(struct sock *sk, u8 sys, const struct pt_regs *regs)
+static __always_inline bool sl_udp_wanted(struct sock *sk, u8 sys, const struct pt_regs *regs, u16 *port)
 {
 	u16 rport = sl_sock_rport(sk);
 	struct {
@@ -348,6 +348,7 @@ static __always_inline bool sl_udp_wanted(struct sock *sk, u8 sys, const struct 
 	} sa = {};
 	void *name = NULL;
 
+	*port = rport;
 	if (rport)
 		return sl_is_dns_port(rport);
 	switch (sys) {
@@ -372,7 +373,26 @@ static __always_inline bool sl_udp_wanted(struct sock *sk, u8 sys, const struct 
 	}
 	if (!name || bpf_probe_read_user(&sa, sizeof(sa), name))
 		return false;
-	return sl_is_dns_port(__builtin_bswap16(sa.port_be));
+	*port = __builtin_bswap16(sa.port_be);
+	return sl_is_dns_port(*port);
+}
+
+/* The port filter for a DNS datagram: its local port or the DNS port it talks to (for an
+ * unconnected socket, the datagram's destination, not the socket's unset peer). A receive on
+ * an unconnected socket (port 0: the source is known only at exit) passes; userspace pairs
+ * it with a query it saw, or counts it unmatched. */
+static __always_inline bool sl_udp_port_wanted(struct sock *sk, u16 port)
+{
+	u16 lport;
+
+	if (sl_cfg.port_mode == SL_MODE_OFF || port == 0)
+		return true;
+	lport = sl_sock_lport(sk);
+	if ((bpf_map_lookup_elem(&sl_port_filter, &lport) != NULL ||
+	     bpf_map_lookup_elem(&sl_port_filter, &port) != NULL) == (sl_cfg.port_mode == SL_MODE_INCLUDE))
+		return true;
+	sl_count(SL_CNT_FILTERED);
+	return false;
 }
 
 /* One event for one message of sendmsg/recvmsg/sendmmsg/recvmmsg. */
@@ -499,8 +519,11 @@ static __always_inline int sl_enter(const struct pt_regs *regs, u8 sys)
 		if (!sk)
 			return 0;
 		if (f.proto == SL_IPPROTO_UDP) {
+			u16 port = 0;
+
 			/* UDP: only DNS datagrams; no connection lifecycle */
-			if (sys == SL_SYS_CLOSE || sys == SL_SYS_CONNECT || !sl_udp_wanted(sk, sys, regs))
+			if (sys == SL_SYS_CLOSE || sys == SL_SYS_CONNECT || !sl_udp_wanted(sk, sys, regs, &port) ||
+			    !sl_udp_port_wanted(sk, port))
 				return 0;
 		} else if (sys == SL_SYS_CLOSE) {
 			struct sl_scratch *s;
@@ -523,8 +546,8 @@ static __always_inline int sl_enter(const struct pt_regs *regs, u8 sys)
 		if (f.proto == SL_IPPROTO_TCP && sys != SL_SYS_CONNECT &&
 		    sl_tls_on_syscall(pid_tgid, sys, fd, sk))
 			return 0;
-		/* connect: the remote port is not set yet; filter at exit */
-		if (sys != SL_SYS_CONNECT && !sl_sock_wanted(sk))
+		/* connect: the remote port is not set yet; filter at exit. UDP: filtered above */
+		if (f.proto == SL_IPPROTO_TCP && sys != SL_SYS_CONNECT && !sl_sock_wanted(sk))
 			return 0;
 	}
 	f.ts = bpf_ktime_get_ns();

@@ -250,9 +250,13 @@ test.serial('DNS: compression-pointer loops, impossible counts, fuzz over UDP an
   });
   // a valid lookup afterwards is still a span
   await sendDatagrams(dnsPort, [dnsQuery(0x4444, 'after.valid.test')]);
+  // and from an unconnected socket: the port filter applies to the datagram's destination
+  await sendDatagrams(dnsPort, [dnsQuery(0x4445, 'unconnected.valid.test')], 1, false);
   const ok = await printed(/CLIENT .* DNS A after\.valid\.test /);
+  const okUnconnected = await printed(/CLIENT .* DNS A unconnected\.valid\.test /);
   const h = await assertHealthy(t, 'DNS');
   t.true(ok, 'a valid lookup after the barrage still becomes a DNS span');
+  t.true(okUnconnected, 'a lookup sent from an unconnected socket passes the port filter and becomes a DNS span');
   t.true(h.dns.pending <= 16384, `pending queries ${h.dns.pending} within dns.maxPending`);
   const skipped = (x: Record<string, any>): number => x.dns.parseErrors + x.dns.unmatchedResponses + x.dns.tcpDesync;
   t.true(skipped(h) - skipped(before) >= 40, `unparseable datagrams, unmatched answers and TCP desyncs counted: ${skipped(h) - skipped(before)}`);
@@ -299,8 +303,7 @@ test.serial(`${CHURN_CONNECTIONS} connections opened and closed, then 240 held o
       `closed +${afterChurn.connections.closed - before.connections.closed}, evicted +${afterChurn.connections.evicted - before.connections.evicted}, table ${afterChurn.connections.size}`,
   );
   t.true(afterChurn.connections.opened - before.connections.opened >= CHURN_CONNECTIONS, 'every connection of the churn was seen');
-  // bounded, but not drained to 0: a few hundred of the server-side closes are lost to the
-  // known bug below (the server closed first, so its socket is CLOSED with its port zeroed)
+  // bounded (the closes of sockets the server closed first are seen too: see the test below)
   t.true(afterChurn.connections.size <= MAX_CONNECTIONS, `the table stays within its bound after the churn (size ${afterChurn.connections.size})`);
 
   // hold 4x the table's bound open at once (clients close first): the oldest are evicted, and counted
@@ -316,15 +319,13 @@ test.serial(`${CHURN_CONNECTIONS} connections opened and closed, then 240 held o
   t.true(drained.connections.size <= Math.min(afterChurn.connections.size, MAX_CONNECTIONS), `the table drains after the held connections close (size ${drained.connections.size})`);
 });
 
-// Known bug, found by this test: a socket shut down before close() (Node's http server calls
+// Found by this test: a socket shut down before close() (Node's http server calls
 // shutdown(SHUT_WR) when a client leaves without a request; a server that closes first sits in
-// TIME_WAIT) is already TCP_CLOSE when the process calls close();
-// the kernel has then zeroed its local port (inet_put_port), so the BPF port filter
-// (filter.ports.include) drops the close record and the entry stays until the idle sweep
-// (5 min). Fix belongs in bpf/syscalls.bpf.c (let CLOSE through the port filter when
-// skc_state == TCP_CLOSE). Without a port filter nothing is dropped. test.failing: this starts
-// failing — remove `.failing` — once it is fixed.
-test.serial.failing('known bug: closes of fully-closed sockets are dropped by the port filter (Node server, client leaves first)', async (t) => {
+// TIME_WAIT) is already TCP_CLOSE when the process calls close(); the kernel has then zeroed
+// its local port (inet_put_port). The port filter used to drop such close records, leaving
+// the entry until the idle sweep (5 min); it now reads the port from inet_sport
+// (bpf/sock.bpf.h sl_sock_lport).
+test.serial('closes of fully-closed sockets pass the port filter (Node server, client leaves first; server closes first)', async (t) => {
   if (!need(t, unavailable)) return;
   const start = await drainTo(8);
   const held = await holdOpen(nodeHttp!.port, 200);

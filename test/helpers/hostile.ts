@@ -285,16 +285,17 @@ export function dnsAnswer(qid: number, qname: string): Buffer {
 }
 
 /**
- * Send datagrams from one connected UDP socket (as glibc's resolver does) to 127.0.0.1:port,
- * waiting `gapMs` between them.
+ * Send datagrams from one UDP socket to 127.0.0.1:port, waiting `gapMs` between them: a
+ * connected socket (as glibc's resolver does), or with `connected: false` an unconnected one
+ * (sendto with a destination, as Node's c-ares and many resolvers do).
  */
-export async function sendDatagrams(port: number, msgs: Buffer[], gapMs = 1): Promise<void> {
+export async function sendDatagrams(port: number, msgs: Buffer[], gapMs = 1, connected = true): Promise<void> {
   const s = dgram.createSocket('udp4');
   s.on('error', () => undefined);
   s.on('message', () => undefined);
-  await new Promise<void>((r) => s.connect(port, '127.0.0.1', () => r()));
+  if (connected) await new Promise<void>((r) => s.connect(port, '127.0.0.1', () => r()));
   for (const m of msgs) {
-    await new Promise<void>((r) => s.send(m, () => r()));
+    await new Promise<void>((r) => (connected ? s.send(m, () => r()) : s.send(m, port, '127.0.0.1', () => r())));
     if (gapMs) await new Promise((r) => setTimeout(r, gapMs));
   }
   await new Promise((r) => setTimeout(r, 100));
