@@ -441,7 +441,7 @@ export class Agent {
       eventsReceived: this.decodeStats.records,
       malformedEvents: this.decodeStats.malformed,
       spansCreated: this.spansCreated,
-      parserGaveUp: http.parseErrors + dns.parseErrors + dns.tcpDesync,
+      parserGaveUp: http.parseErrors + http.h2.desyncs + http.h2.protocolErrors + dns.parseErrors + dns.tcpDesync,
       pendingOverflow: http.pendingOverflow,
       connections: this.table.size,
       traces: this.pipeline ? { stats: this.pipeline.stats, depth: this.pipeline.depth, depthBytes: this.pipeline.depthBytes, latency: this.pipeline.latency } : null,

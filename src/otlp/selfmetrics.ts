@@ -32,7 +32,7 @@ export interface SelfSnapshot {
   malformedEvents: number;
   /** spans assembled (before export) */
   spansCreated: number;
-  /** streams/messages a protocol parser gave up on (HTTP/1 parse errors, DNS parse errors and TCP desyncs) */
+  /** streams/messages a protocol parser gave up on (HTTP/1 parse errors, HTTP/2 desyncs and protocol errors, DNS parse errors and TCP desyncs) */
   parserGaveUp: number;
   /** requests not tracked because a connection already had limits.pendingPerConnection waiting */
   pendingOverflow: number;

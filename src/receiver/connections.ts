@@ -55,6 +55,8 @@ export interface ConnectionStats {
   failedConnects: number;
   closed: number;
   evicted: number;
+  /** entries replaced because the kernel reused their socket before their close was seen */
+  replaced: number;
   idleExpired: number;
   /** data chunks on connections whose protocol is not (yet) understood */
   unknownChunks: number;
@@ -141,6 +143,7 @@ export class ConnectionTable {
       failedConnects: 0,
       closed: 0,
       evicted: 0,
+      replaced: 0,
       idleExpired: 0,
       unknownChunks: 0,
       notHttp: 0,
@@ -228,6 +231,7 @@ export class ConnectionTable {
       // the kernel reused the struct sock of a connection whose close we did not see
       closeHandler(old, 'connection_closed', ev.tsStart);
       this.conns.delete(ev.sock);
+      this.stats.replaced++;
     }
     if (this.conns.size >= this.opts.maxConnections) {
       const oldest = this.conns.keys().next();

@@ -58,7 +58,7 @@ import {
 } from './grpc.js';
 import { DEFAULT_REQUEST_TIMEOUT_MS, type CloseReason, type H2cHandoff, type HttpOptions, type HttpStats, type Role } from './http.js';
 import { parseHost, parseTarget } from './http.js';
-import { Http2Connection, type H2Event } from './http2.js';
+import { Http2Connection, type H2Event, type Http2Stats } from './http2.js';
 import { Direction } from './layout.js';
 import type { AttrValue, ProcessRef, SidelightSpan } from './span.js';
 import { connAttributes, setMethod, spanIds } from './spanbuild.js';
@@ -252,6 +252,10 @@ export class Http2Handler {
 
   /** The connection closed (reset, evicted) at `endMono`: streams without an end become error spans. */
   onClose(reason: CloseReason = 'connection_closed', endMono: bigint = this.clock.nowMono()): void {
+    // the decoder's counters join the agent's (/healthz http.h2) when the connection ends
+    const c = this.h2.stats;
+    const sum = this.stats.h2;
+    for (const k of Object.keys(sum) as (keyof Http2Stats)[]) sum[k] += c[k];
     this.stats.unanswered += this.streams.size;
     const open = [...this.streams.values()];
     this.streams.clear();

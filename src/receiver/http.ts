@@ -30,7 +30,7 @@ import {
 import type { MonotonicClock } from './clock.js';
 import type { ConnInfo, KernelEvent } from './decode.js';
 import { Http1Parser, type Chunk, type Http1Event, type HttpHead } from './http1.js';
-import { h2cUpgrade, type H2cUpgrade } from './http2.js';
+import { h2cUpgrade, type H2cUpgrade, type Http2Stats } from './http2.js';
 import { Direction } from './layout.js';
 import type { RouteTemplater } from './routes.js';
 import type { AttrValue, ProcessRef, SidelightSpan } from './span.js';
@@ -80,10 +80,15 @@ export interface HttpStats {
   lateResponses: number;
   /** HTTP/1 connections switched to HTTP/2 by an h2c Upgrade */
   h2cUpgrades: number;
+  /** HTTP/2 decoder counters of the connections that ended, summed (http2.ts Http2Stats) */
+  h2: Http2Stats;
 }
 
 export function newHttpStats(): HttpStats {
-  return { spans: 0, parseErrors: 0, unmatchedResponses: 0, pendingOverflow: 0, unanswered: 0, timeouts: 0, lateResponses: 0, h2cUpgrades: 0 };
+  return {
+    spans: 0, parseErrors: 0, unmatchedResponses: 0, pendingOverflow: 0, unanswered: 0, timeouts: 0, lateResponses: 0, h2cUpgrades: 0,
+    h2: { frames: 0, streams: 0, desyncs: 0, resyncs: 0, midstream: 0, hpackErrors: 0, overflow: 0, framingLost: 0, framingResyncs: 0, protocolErrors: 0, errors: 0, skippedBytes: 0 },
+  };
 }
 
 interface Pending {

@@ -213,3 +213,20 @@ test('after a resync, blocks referring only to static entries and to entries ins
   ]);
   t.false(conn.desynced('server'));
 });
+
+test('the decoder counters of an ended HTTP/2 connection are summed into the table stats (/healthz http.h2)', (t) => {
+  const h = harness();
+  // a valid exchange start, then a HEADERS block whose HPACK refers to a dynamic entry that
+  // was never inserted: the client direction desyncs
+  h.feed(
+    { ...client, type: EventType.Connect },
+    { ...client, direction: OUT, data: cat(PREFACE, SETTINGS, frame(HEADERS, END_HEADERS | END_STREAM, 1, hb([[':method', 'GET'], [':scheme', 'http'], [':path', '/a'], [':authority', 'a:1']]))) },
+    { ...client, direction: OUT, data: frame(HEADERS, END_HEADERS | END_STREAM, 3, [0xbe]) },
+  );
+  t.is(h.table.stats.http.h2.frames, 0, 'counted only when the connection ends');
+  h.feed({ ...client, type: EventType.Close });
+  const s = h.table.stats.http.h2;
+  t.true(s.frames >= 3, `frames ${s.frames}`);
+  t.is(s.streams, 2);
+  t.true(s.desyncs + s.hpackErrors >= 1, `desyncs ${s.desyncs}, hpackErrors ${s.hpackErrors}`);
+});
