@@ -129,12 +129,12 @@ export function parseResourceAttributes(value: string): Record<string, string> {
   return out;
 }
 
-/** Read selected variables from /proc/<pid>/environ (NUL-separated). */
-export function readEnviron(path: string, names: readonly string[]): Record<string, string> {
+/** Read selected variables from /proc/<pid>/environ (NUL-separated); undefined when it cannot be read. */
+export function readEnviron(path: string, names: readonly string[]): Record<string, string> | undefined {
   try {
     return parseEnvBlock(readFileSync(path), names);
   } catch {
-    return {};
+    return undefined;
   }
 }
 
@@ -278,7 +278,9 @@ export class ProcessCache {
     }
     exePath = exePath.replace(/ \(deleted\)$/, '');
     return {
-      ...this.fromEnv(p.tgid, readEnviron(`${dir}/environ`, ENV_NAMES)),
+      // environ needs more privilege than exe (CAP_SYS_PTRACE alone cannot read another
+      // user's): then the environment the kernel sent with the process record stands in
+      ...this.fromEnv(p.tgid, readEnviron(`${dir}/environ`, ENV_NAMES) ?? this.hints.get(p.tgid)?.env ?? {}),
       executableName: basename(exePath),
       executablePath: exePath,
       // through /proc/<pid>/exe: works across mount namespaces and for deleted binaries

@@ -74,3 +74,18 @@ test("a process gone from /proc is described by the kernel's record (exe name, i
   // no hint: the comm is all there is
   t.is(cache.resource({ tgid: pid + 1, tid: 1, comm: 'MainThread', cgroupId: 0n }).attributes['service.name'], 'MainThread');
 });
+
+test('environ unreadable (CAP_SYS_PTRACE without CAP_DAC_READ_SEARCH) but exe readable: the kernel record environment stands in', async (t) => {
+  const { mkdtempSync, mkdirSync, symlinkSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const root = mkdtempSync(join(tmpdir(), 'proc-'));
+  mkdirSync(join(root, '4242'));
+  symlinkSync('/usr/bin/sleep', join(root, '4242', 'exe'));
+  mkdirSync(join(root, '4242', 'environ')); // reading it fails (EISDIR), as EACCES would
+  const cache = new ProcessCache({ maxProcesses: 10, procRoot: root });
+  cache.hint(4242, 'sleep', new TextEncoder().encode('OTEL_SERVICE_NAME=from-kernel\0OTHER=x\0'));
+  const r = cache.resource({ tgid: 4242, tid: 4242, comm: 'sleep', cgroupId: 0n });
+  t.is(r.attributes['service.name'], 'from-kernel');
+  t.is(r.attributes['process.executable.path'], '/usr/bin/sleep');
+});
