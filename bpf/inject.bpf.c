@@ -68,6 +68,23 @@ struct {
 	__type(value, u32);
 } sl_inject_cgroup SEC(".maps");
 
+/* Processes whose threads do not identify a request (Go: goroutines move between threads),
+ * written by userspace as it learns them (agent: ProcessCache's Go detection). Their reads
+ * record no thread context and their requests get a new trace id: never another request's. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, u32);
+	__type(value, u8);
+} sl_inject_untrusted SEC(".maps");
+
+static __always_inline bool sl_threads_untrusted(u64 pid_tgid)
+{
+	u32 tgid = pid_tgid >> 32;
+
+	return bpf_map_lookup_elem(&sl_inject_untrusted, &tgid) != NULL;
+}
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 256 * 1024);
@@ -352,7 +369,7 @@ static __always_inline void sl_ctx_on_read(u64 pid_tgid, struct sock *sk, const 
 	struct sl_thread_ctx ctx = {}, *old;
 	u32 n = len > SL_INJ_SCAN ? SL_INJ_SCAN : (u32)len;
 
-	if (!s || n < 16 || bpf_probe_read_user(s->buf, n & (SL_INJ_SCAN * 2 - 1), ubuf))
+	if (!s || n < 16 || sl_threads_untrusted(pid_tgid) || bpf_probe_read_user(s->buf, n & (SL_INJ_SCAN * 2 - 1), ubuf))
 		return;
 	if (!sl_starts_request(s->buf, n))
 		return;
@@ -507,7 +524,7 @@ static __always_inline void sl_choose_ids(struct sl_inj_scratch *s, u64 pid_tgid
 	v[2] = '-';
 	v[53] = '0';
 	v[54] = '1';
-	if (ctx && ctx->state != SL_CTX_AMBIGUOUS) {
+	if (ctx && ctx->state != SL_CTX_AMBIGUOUS && !sl_threads_untrusted(pid_tgid)) {
 		if (ctx->state == SL_CTX_PLAIN) {
 			sl_hex_random(ctx->trace, 16);
 			ctx->flags[0] = '0';

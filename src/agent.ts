@@ -150,7 +150,11 @@ export class Agent {
         maxConnections: config.limits.connections,
         selfTgid: process.pid,
         // short-lived clients may be gone by the time their span ends: look them up now
-        onNewConnection: (ev) => this.processes.info({ tgid: ev.tgid, tid: ev.tid, comm: ev.comm, cgroupId: ev.cgroupId }),
+        onNewConnection: (ev) => {
+          const info = this.processes.info({ tgid: ev.tgid, tid: ev.tid, comm: ev.comm, cgroupId: ev.cgroupId });
+          // injection must not give a Go process's calls another request's trace id
+          if (info.go && this.injection) this.injection.markUntrusted(ev.tgid);
+        },
         threadsUntrusted: (tgid) => this.processes.threadsUntrusted(tgid),
         isPoolThread: (tgid, tid) => isLibuvWorker(tgid, tid),
         idleMs: 5 * 60_000,

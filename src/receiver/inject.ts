@@ -76,6 +76,7 @@ export const INJECT_NAMES = {
   msg: 'sl_inject_msg',
   slots: 'sl_inject_slots',
   sysExit: 'sl_inject_sys_exit',
+  untrusted: 'sl_inject_untrusted',
 } as const;
 
 /** SL_INJ_SLOTS and struct sl_inj_key (bpf/inject.h) */
@@ -170,6 +171,9 @@ export interface InjectStats {
   waitersDropped: number;
   /** records found in the kernel's slots map because the ring buffer had not delivered them yet */
   pulled: number;
+  /** processes marked in the kernel as having untrusted threads (Go), and marks that failed */
+  untrustedProcesses: number;
+  untrustedNotMarked: number;
 }
 
 export interface InjectTrackerOptions {
@@ -213,7 +217,7 @@ export class InjectTracker {
   private readonly asked = new WeakSet<TraceCtx>();
   /** `${key}|${ts}` of records claimed, so the same record coming twice is applied once */
   private readonly consumed = new Set<string>();
-  readonly stats: InjectStats = { records: 0, malformed: 0, clientsMatched: 0, serversAdopted: 0, parentMismatch: 0, unclaimed: 0, waitersDropped: 0, pulled: 0 };
+  readonly stats: InjectStats = { records: 0, malformed: 0, clientsMatched: 0, serversAdopted: 0, parentMismatch: 0, unclaimed: 0, waitersDropped: 0, pulled: 0, untrustedProcesses: 0, untrustedNotMarked: 0 };
 
   constructor(opts: InjectTrackerOptions) {
     this.opts = opts;
@@ -413,6 +417,7 @@ export class Injection {
   readonly tracker: InjectTracker;
   private readonly obj: NativeObject;
   private sweep: NodeJS.Timeout | undefined;
+  private readonly untrusted = new Set<number>();
 
   private constructor(obj: NativeObject, tracker: InjectTracker) {
     this.obj = obj;
@@ -475,6 +480,22 @@ export class Injection {
       }
       this.tracker.onRecord(bytes.subarray(off + 4, off + 4 + len));
       off += 4 + len;
+    }
+  }
+
+  /**
+   * A process whose threads do not identify a request (a Go binary): its requests get a new
+   * trace id and its reads record no thread context (bounded LRU map in the kernel).
+   */
+  markUntrusted(tgid: number): void {
+    if (this.untrusted.has(tgid)) return;
+    this.untrusted.add(tgid);
+    if (this.untrusted.size > 4096) this.untrusted.delete(this.untrusted.values().next().value!);
+    try {
+      this.obj.mapUpdate(INJECT_NAMES.untrusted, leU32(tgid), Uint8Array.of(1));
+      this.tracker.stats.untrustedProcesses++;
+    } catch {
+      this.tracker.stats.untrustedNotMarked++;
     }
   }
 

@@ -172,4 +172,7 @@ test.serial('injection on, one node: A → B → C is the exact tree, CLIENT spa
   t.true((inject['injected'] ?? 0) >= 2, JSON.stringify(inject));
   t.true((inject['clientsMatched'] ?? 0) >= 2, JSON.stringify(inject));
   t.is(inject['parentMismatch'], 0);
+  // C (Go) is marked in the kernel: its calls would get a new trace id, never the one of the
+  // request last read on their thread
+  t.true((inject['untrustedProcesses'] ?? 0) >= 1, JSON.stringify(inject));
 });
