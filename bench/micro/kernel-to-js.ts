@@ -21,7 +21,7 @@ import { spawnSync } from 'node:child_process';
 import { loadNative, wrapNative, type NativeObject } from '../../src/native.js';
 import { bpfObjectPath } from '../../src/paths.js';
 import { decodeBatch, type DecodeStats } from '../../src/receiver/decode.js';
-import { BPF_NAMES, COUNTER_NAMES, encodeConfig, FilterMode } from '../../src/receiver/layout.js';
+import { BPF_NAMES, COUNTER_NAMES, encodeConfig, FilterMode, TLS_PROGRAM_NAMES } from '../../src/receiver/layout.js';
 
 const [pump, iterArg, liveArg, ringArg] = process.argv.slice(2);
 if (!pump || !iterArg || !liveArg) {
@@ -46,7 +46,8 @@ function open(): NativeObject {
   });
   const obj = wrapNative(() => native.open(bpfObjectPath(BPF_NAMES.object), rodata, { [BPF_NAMES.ringbuf]: RING }));
   obj.enableStats();
-  const failed = obj.attach([]).filter((r) => !r.ok);
+  // the TLS uprobes attach per binary (src/receiver/tls.ts), not here
+  const failed = obj.attach(TLS_PROGRAM_NAMES).filter((r) => !r.ok);
   if (failed.length) throw new Error(`attach failed: ${JSON.stringify(failed)}`);
   return obj;
 }
