@@ -353,7 +353,7 @@ export class OtlpReceiver {
     });
   }
 
-  /** Counters for self-telemetry (otlp/selfmetrics.ts); the caller adds `deduplicated`. */
+  /** Counters for self-telemetry (otlp/selfmetrics.ts); deduplication is counted by the agent (receiver/sdkdetect.ts). */
   selfStats(): Omit<ReceiverSelfStats, 'deduplicated'> {
     const f = this.forwarder.stats();
     const signals: ReceiverSelfStats['signals'] = {};
