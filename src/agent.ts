@@ -39,6 +39,7 @@ import { ConnectionTable } from './receiver/connections.js';
 import { TlsAttacher } from './receiver/tls.js';
 import { Injection } from './receiver/inject.js';
 import { DnsTracker } from './receiver/dns.js';
+import { SdkProcesses } from './receiver/sdkdetect.js';
 import { RouteTemplater } from './receiver/routes.js';
 import { TcpTracker } from './receiver/tcpconn.js';
 import { decodeBatch, type DecodeStats, type KernelEvent } from './receiver/decode.js';
@@ -104,8 +105,8 @@ export class Agent {
   private readonly pipeline: ExportPipeline | undefined;
   /** OTLP receiver for apps' own SDK telemetry (src/ingest/); undefined when receiver.enabled is false */
   private readonly receiver: OtlpReceiver | undefined;
-  /** eBPF hop spans dropped because their process sends SDK spans itself (receiver.dedup) */
-  private dedupSuppressed = 0;
+  /** processes that export their own traces (seen in traffic, or through the receiver): their eBPF hop spans are dropped (sdk.dedup) */
+  private readonly sdk: SdkProcesses;
   /** trace trees on stdout (export.console) */
   private readonly view: TraceTreeView | undefined;
   /** OTLP JSON lines to export.file (`run --output FILE`) */
@@ -185,6 +186,12 @@ export class Agent {
         (m) => log.warn(m),
       );
     }
+    const sdkSenders = this.receiver && rc.dedup ? this.receiver.senders : undefined;
+    this.sdk = new SdkProcesses({
+      maxProcesses: config.sdk.maxProcesses,
+      ttlMs: config.sdk.ttlMs,
+      ...(sdkSenders ? { receiverLookup: (tgid: number, now: number) => sdkSenders.isSdkSender(tgid, now) } : {}),
+    });
     this.graph = new ServiceGraph(
       { ...config.export.serviceGraph, maxEdges: config.export.maxSeries },
       // host.name: each node's agent exports its own cumulative edges; they must not collide
@@ -306,7 +313,10 @@ export class Agent {
     }
     this.metricLoop?.start();
     this.selfLoop?.begin();
-    this.sweepTimer = setInterval(() => this.table.sweep(), 30_000);
+    this.sweepTimer = setInterval(() => {
+      this.table.sweep();
+      this.sdk.sweep();
+    }, 30_000);
     this.sweepTimer.unref();
     this.dnsTimer = setInterval(() => {
       this.dns.sweep();
@@ -407,11 +417,9 @@ export class Agent {
   private onFinishedSpan(s: SidelightSpan): void {
     this.spansCreated++;
     ensureIds(s);
-    if (this.receiver && this.config.receiver.dedup && (s.kind === 'server' || s.kind === 'client') && this.receiver.senders.isSdkSender(s.process.tgid)) {
-      // the process reports this hop itself through the OTLP receiver: one span per hop
-      this.dedupSuppressed++;
-      return;
-    }
+    // an OTLP trace export marks its process; the process then reports its hops itself: one span per hop
+    this.sdk.observe(s);
+    if (this.config.sdk.dedup && this.sdk.suppress(s)) return;
     if (this.k8s && s.kind === 'client') this.describePeer(s);
     const resource = this.processes.resource(s.process);
     this.view?.push(s, String(resource.attributes['service.name'] ?? s.process.comm));
@@ -450,7 +458,8 @@ export class Agent {
       connections: this.table.size,
       traces: this.pipeline ? { stats: this.pipeline.stats, depth: this.pipeline.depth, depthBytes: this.pipeline.depthBytes, latency: this.pipeline.latency } : null,
       metrics: this.metricExporter ? this.metricExporter.stats : null,
-      ...(this.receiver ? { receiver: { ...this.receiver.selfStats(), deduplicated: this.dedupSuppressed } } : {}),
+      ...(this.receiver ? { receiver: this.receiver.selfStats() } : {}),
+      sdk: { deduplicated: this.sdk.stats.deduplicated, processes: this.sdk.size },
     };
   }
 
@@ -474,7 +483,8 @@ export class Agent {
       export: this.pipeline ? { depth: this.pipeline.depth, depthBytes: this.pipeline.depthBytes, ...this.pipeline.stats } : null,
       file: this.filePipeline ? { depth: this.filePipeline.depth, ...this.filePipeline.stats } : null,
       console: this.view ? { held: this.view.held, ...this.view.stats } : null,
-      receiver: this.receiver ? { ...this.receiver.snapshot(), dedupSuppressed: this.dedupSuppressed } : null,
+      receiver: this.receiver ? { ...this.receiver.snapshot(), dedupSuppressed: this.sdk.stats.deduplicated } : null,
+      sdk: { dedup: this.config.sdk.dedup, ...this.sdk.stats },
       serviceGraph: { edges: this.graph.edgeCount, pending: this.graph.pending, ...this.graph.stats },
       tcp: { accepted: this.tcp.size, ...this.tcp.stats, metrics: this.connMetrics ? { ...this.connMetrics.stats } : null },
       metrics: this.metrics ? { workloads: this.metrics.workloadCount, ...this.metrics.stats, ...this.metricLoop?.stats } : null,

@@ -244,6 +244,16 @@ export interface ReceiverOptions {
   dedup: boolean;
 }
 
+/** SDK-instrumented processes (src/receiver/sdkdetect.ts). */
+export interface SdkOptions {
+  /** Drop Sidelight's SERVER/CLIENT spans (not DNS) of processes seen exporting OTLP traces themselves. */
+  dedup: boolean;
+  /** A process is forgotten this long after its last export was seen, ms; 1000..86400000. */
+  ttlMs: number;
+  /** Processes remembered at once; 16..1048576. */
+  maxProcesses: number;
+}
+
 /** Kubernetes metadata (src/enrich/k8s.ts). */
 export interface K8sOptions {
   /** auto: on in a cluster with a node name; true: required; false: off. */
@@ -301,6 +311,8 @@ export interface Config {
   export: ExportOptions;
   /** OTLP receiver. */
   receiver: ReceiverOptions;
+  /** SDK-instrumented processes: de-duplication of their hops. */
+  sdk: SdkOptions;
   /** Kubernetes metadata. */
   k8s: K8sOptions;
   /** Health check server. */

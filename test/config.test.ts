@@ -65,6 +65,7 @@ const DEFAULTS: Config = {
     tls: { certFile: '', keyFile: '' },
     dedup: true,
   },
+  sdk: { dedup: true, ttlMs: 600000, maxProcesses: 4096 },
   k8s: {
     enabled: 'auto',
     nodeName: '',
@@ -106,7 +107,7 @@ test('loading config/default.yaml gives defaultConfig()', (t) => {
 
 test('keys come out in schema order whatever set them', (t) => {
   const c = loadConfig({ env: { SIDELIGHT_LOG_LEVEL: 'debug', OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4317' } });
-  t.deepEqual(Object.keys(c), ['capture', 'filter', 'http', 'dns', 'tls', 'limits', 'export', 'receiver', 'k8s', 'health', 'log']);
+  t.deepEqual(Object.keys(c), ['capture', 'filter', 'http', 'dns', 'tls', 'limits', 'export', 'receiver', 'sdk', 'k8s', 'health', 'log']);
   t.deepEqual(Object.keys(c.export), Object.keys(DEFAULTS.export));
 });
 
@@ -213,6 +214,7 @@ const OVERRIDE: Config = {
     tls: { certFile: '/etc/sidelight/tls.crt', keyFile: '/etc/sidelight/tls.key' },
     dedup: false,
   },
+  sdk: { dedup: false, ttlMs: 5000, maxProcesses: 32 },
   k8s: {
     enabled: 'false',
     nodeName: 'node-7',
@@ -385,7 +387,7 @@ test('traces has no certificate key when none is configured', (t) => {
 
 const BAD_FILES: { file: string; key: string; message: (f: string) => string }[] = [
   { file: 'bad_unknown_key.yaml', key: 'capture.bites', message: (f) => `${f}: unknown key "capture.bites" (allowed: bytes, ringBufferBytes, wakeupBytes, pollIntervalMs, maxBatchBytes); did you mean "capture.bytes"?` },
-  { file: 'bad_unknown_top_key.yaml', key: 'exporter', message: (f) => `${f}: unknown key "exporter" (allowed: capture, filter, http, dns, tls, limits, export, receiver, k8s, health, log); did you mean "export"?` },
+  { file: 'bad_unknown_top_key.yaml', key: 'exporter', message: (f) => `${f}: unknown key "exporter" (allowed: capture, filter, http, dns, tls, limits, export, receiver, sdk, k8s, health, log); did you mean "export"?` },
   { file: 'bad_capture_bytes.yaml', key: 'capture.bytes', message: (f) => `${f}: capture.bytes: 9999 is not allowed: must be an integer from 16 to 4096` },
   { file: 'bad_protocol.yaml', key: 'export.protocol', message: (f) => `${f}: export.protocol: "http" is not allowed: must be one of grpc, http/protobuf, http/json` },
   { file: 'bad_ring_not_pow2.yaml', key: 'capture.ringBufferBytes', message: (f) => `${f}: capture.ringBufferBytes: 100000 is not allowed: must be a power of two from 65536 to 1073741824 (nearest: 65536 or 131072)` },
@@ -413,7 +415,7 @@ const BAD_FILES: { file: string; key: string; message: (f: string) => string }[]
   { file: 'bad_console.yaml', key: 'export.console', message: (f) => `${f}: export.console: "stdout" is not allowed: must be one of auto, always, never` },
   { file: 'bad_compression.yaml', key: 'export.compression', message: (f) => `${f}: export.compression: "zstd" is not allowed: must be one of gzip, none` },
   { file: 'bad_section_not_mapping.yaml', key: 'capture', message: (f) => `${f}: capture: 512 is not allowed: must be a mapping with keys bytes, ringBufferBytes, wakeupBytes, pollIntervalMs, maxBatchBytes` },
-  { file: 'bad_top_level_list.yaml', key: '', message: (f) => `${f}: top level: ["capture","filter"] is not allowed: must be a mapping with keys capture, filter, http, dns, tls, limits, export, receiver, k8s, health, log` },
+  { file: 'bad_top_level_list.yaml', key: '', message: (f) => `${f}: top level: ["capture","filter"] is not allowed: must be a mapping with keys capture, filter, http, dns, tls, limits, export, receiver, sdk, k8s, health, log` },
   { file: 'bad_header_name.yaml', key: 'export.headers["x api key"]', message: (f) => `${f}: export.headers["x api key"]: header name "x api key" is not allowed: must be an HTTP header name (letters, digits and !#$%&'*+-.^_\`|~)` },
   { file: 'bad_header_value_type.yaml', key: 'export.headers.authorization', message: (f) => `${f}: export.headers.authorization: number value (not shown: headers may carry credentials) is not allowed: must be a string` },
   { file: 'bad_resource_attribute_type.yaml', key: 'export.resourceAttributes["service.version"]', message: (f) => `${f}: export.resourceAttributes["service.version"]: 1.5 is not allowed: must be a string` },

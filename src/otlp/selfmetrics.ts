@@ -44,6 +44,8 @@ export interface SelfSnapshot {
   metrics: MetricExporterStats | null;
   /** the OTLP receiver (src/ingest/); absent when it is off */
   receiver?: ReceiverSelfStats;
+  /** SDK detection and de-duplication; absent in snapshots made without it */
+  sdk?: SdkSelfStats;
 }
 
 /** What the OTLP receiver reports to self-telemetry (counts of items: spans, data points, log records). */
@@ -53,8 +55,14 @@ export interface ReceiverSelfStats {
   /** requests refused whole, by reason (invalid, too_large, rate_limited, queue_full) */
   refusedRequests: Record<string, number>;
   queueBytes: number;
-  /** eBPF spans dropped because their process sends the same hops through its SDK */
+}
+
+/** SDK-instrumented processes (receiver/sdkdetect.ts). */
+export interface SdkSelfStats {
+  /** eBPF spans dropped because their process sends the same hops through its SDK (either source) */
   deduplicated: number;
+  /** processes currently known to export their own traces */
+  processes: number;
 }
 
 export type SelfMetricKind = 'counter' | 'gauge' | 'histogram';
@@ -147,7 +155,12 @@ export function selfMetrics(s: SelfSnapshot): SelfMetric[] {
       },
       { name: 'sidelight.receiver.refused_requests', prom: 'sidelight_receiver_refused_requests_total', description: 'Requests the OTLP receiver refused whole, by reason.', unit: '{request}', kind: 'counter', points: Object.entries(r.refusedRequests).map(([reason, n]) => p(n, { reason })) },
       { name: 'sidelight.receiver.queue.bytes', prom: 'sidelight_receiver_queue_bytes', description: 'Bytes of received requests waiting to be forwarded.', unit: 'By', kind: 'gauge', points: [p(r.queueBytes)] },
-      { name: 'sidelight.spans.deduplicated', prom: 'sidelight_spans_deduplicated_total', description: 'eBPF spans dropped because their process sends the same hops through its SDK.', unit: '{span}', kind: 'counter', points: [p(r.deduplicated)] },
+    );
+  }
+  if (s.sdk) {
+    out.push(
+      { name: 'sidelight.spans.deduplicated', prom: 'sidelight_spans_deduplicated_total', description: 'eBPF spans dropped because their process sends the same hops through its SDK (seen exporting traces, or through the OTLP receiver).', unit: '{span}', kind: 'counter', points: [p(s.sdk.deduplicated)] },
+      { name: 'sidelight.sdk.processes', prom: 'sidelight_sdk_processes', description: 'Processes known to export their own traces (SDK-instrumented).', unit: '{process}', kind: 'gauge', points: [p(s.sdk.processes)] },
     );
   }
   if (s.traces) {
