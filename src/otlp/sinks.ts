@@ -20,17 +20,10 @@ import {
   ATTR_URL_PATH,
 } from '@opentelemetry/semantic-conventions';
 import type { SidelightSpan } from '../receiver/span.js';
-import { createTransport, displayUrl, isRetryableGrpc, isRetryableHttp, USER_AGENT, type OtlpTransport } from './transport.js';
+import { createTransport, displayUrl, isRetryableGrpc, isRetryableHttp, USER_AGENT, type OtlpTransport, type TransportConfig } from './transport.js';
 
-export interface TracesExportConfig {
-  url: string;
-  protocol: 'grpc' | 'http/protobuf' | 'http/json';
-  headers: Record<string, string>;
-  timeoutMs: number;
-  compression: 'gzip' | 'none';
-  insecure: boolean;
-  certificate?: string;
-}
+/** Where and how spans are exported: the transport's settings. */
+export type TracesExportConfig = TransportConfig;
 
 export interface ExportOutcome {
   ok: boolean;
