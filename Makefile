@@ -85,6 +85,12 @@ trace-screenshot: setup collector jaeger
 check: setup
 	./bin/sidelight check
 
+# The parser fuzz tests (HTTP/1, HTTP/2 frames, HPACK) at full size: a million generated and
+# mutated inputs each (make test runs them at CI size). Result in bench/results/fuzz.txt.
+fuzz: setup
+	@{ echo "# make fuzz — $$(date -u +%FT%TZ), commit $$(git rev-parse --short HEAD)"; \
+	  SIDELIGHT_FUZZ_FULL=1 npx --no-install ava --verbose --timeout=60m test/receiver/http1.test.ts test/receiver/hpack.test.ts test/receiver/http2.test.ts --match='*fuzz*' --match='mutated*'; } 2>&1 | tee bench/results/fuzz.txt
+
 # Full-size reliability runs (issue #10): 300 000 connections, 20 000 processes, every hostile
 # barrage, least privilege, shutdown, hygiene. Longer than CI allows; the result is recorded in
 # bench/results/reliability.txt (README "Reliability").

@@ -15,6 +15,10 @@ import {
   STATIC_TABLE,
   huffmanDecode,
 } from '../../src/receiver/hpack.js';
+import { fuzzIterations } from '../helpers/fuzz.js';
+
+/** generated/mutated inputs per fuzz test: 3000 in CI, a million with `make fuzz` */
+const FUZZ_N = fuzzIterations(3000);
 
 // ---- helpers -----------------------------------------------------------------------------
 
@@ -464,11 +468,11 @@ test('header list bound counts name + value + 32 per field exactly', (t) => {
 
 // ---- fuzz --------------------------------------------------------------------------------
 
-test('fuzz: 3000 seeded random / mutated blocks only ever throw HpackError, table stays within its max size', (t) => {
+test(`fuzz: ${FUZZ_N} seeded random / mutated blocks only ever throw HpackError, table stays within its max size`, (t) => {
   const r = rng(0xc0ffee);
   const seeds = APPENDIX_C.sections.flatMap((s) => s.steps.map((st) => hex(st.hex)));
   let decoded = 0;
-  for (let it = 0; it < 3000; it++) {
+  for (let it = 0; it < FUZZ_N; it++) {
     const d = new HpackDecoder({ maxTableSize: r() < 0.5 ? 256 : 4096, maxHeaderListBytes: 2048 });
     for (let k = 0; k < 4; k++) {
       let b: Uint8Array;

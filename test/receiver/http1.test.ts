@@ -7,6 +7,10 @@ import {
   type Http1ParserOptions,
   type HttpHead,
 } from '../../src/receiver/http1.js';
+import { fuzzIterations } from '../helpers/fuzz.js';
+
+/** generated/mutated inputs per fuzz test: 1000 in CI, a million with `make fuzz` */
+const FUZZ_N = fuzzIterations(1000);
 
 // ---- helpers -----------------------------------------------------------------------------
 
@@ -745,7 +749,7 @@ test('mutated valid traffic with random splits and gaps: never throws, invariant
   const r = rng(42);
   const reqStream = GET + POST + 'POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n';
   const respStream = CHUNKED + NOTFOUND + 'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n';
-  for (let it = 0; it < 1000; it++) {
+  for (let it = 0; it < FUZZ_N; it++) {
     const kind = it % 2 === 0 ? 'request' : 'response';
     const src = bytes(kind === 'request' ? reqStream : respStream).slice();
     const flips = Math.floor(r() * 4);

@@ -34,6 +34,10 @@ import {
   type H2Side,
   type Http2Options,
 } from '../../src/receiver/http2.js';
+import { fuzzIterations } from '../helpers/fuzz.js';
+
+/** generated/mutated inputs per fuzz test: 1000 in CI, a million with `make fuzz` */
+const FUZZ_N = fuzzIterations(1000);
 
 // ---- byte helpers ------------------------------------------------------------------------
 
@@ -1501,14 +1505,14 @@ test('malformed chunk inputs never throw', (t) => {
   t.notThrows(() => new Http2Connection({ maxStreams: -1, maxHeaderBlockBytes: Number.NaN, upgrade: { settings: 'x', requestHeaders: [] } as unknown as never }));
 });
 
-test('fuzz: 1000 seeded random / mutated inputs never throw, state stays bounded, no internal faults', async (t) => {
+test(`fuzz: ${FUZZ_N} seeded random / mutated inputs never throw, state stays bounded, no internal faults`, async (t) => {
   const r = rng(0xf00d);
   const sc = await small();
   const client = concatSide(sc.recs, 'client');
   const server = concatSide(sc.recs, 'server');
   const maxBlock = 4096;
   let withEvents = 0;
-  for (let it = 0; it < 1000; it++) {
+  for (let it = 0; it < FUZZ_N; it++) {
     const maxStreams = 1 + Math.floor(r() * 8);
     const conn = new Http2Connection({ maxStreams, maxHeaderBlockBytes: maxBlock, maxHeaderListBytes: 2048 });
     const mode = r();
