@@ -16,7 +16,7 @@ NATIVE_SRCS := $(wildcard native/src/*) native/binding.gyp bpf/sidelight.h
 ADDON := native/build/Release/sidelight.node
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Wpadded -Werror -isystem build -Ibpf
 
-.PHONY: help run test setup packages node deps bpf addon ts collector peers pysdk helm jaeger trace-screenshot check clean
+.PHONY: help run test setup packages node deps bpf addon ts collector peers pysdk helm jaeger trace-screenshot fuzz reliability check clean
 help:
 	@echo "make run    set up and run the agent (ARGS='--config FILE' to pass flags)"
 	@echo "make test   set up and run all tests"
