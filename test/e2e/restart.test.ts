@@ -27,7 +27,7 @@ test.serial('kill -9 under load: nothing left attached, the app unaffected, a re
        let n = 0, ok = 0; const ports = new Set();
        const tick = () => http.get({ host: '127.0.0.1', port: ${srv.port}, path: '/ok/tick' + n++, agent }, (r) => { ports.add(r.socket.localPort); r.resume(); r.on('end', () => { if (r.statusCode === 200) ok++; }); });
        const iv = setInterval(tick, 20);
-       setTimeout(() => { clearInterval(iv); setTimeout(() => { console.log(JSON.stringify({ n, ok, connections: ports.size })); process.exit(0); }, 300); }, 8000);`,
+       setTimeout(() => { clearInterval(iv); setTimeout(() => { console.log(JSON.stringify({ n, ok, connections: ports.size })); process.exit(0); }, 300); }, 16000);`,
     ],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
@@ -39,14 +39,19 @@ test.serial('kill -9 under load: nothing left attached, the app unaffected, a re
     const first = await startAgentProcess({}, ['--config', join(dir, 'c.yaml')]);
     const held = progIdsHeldBy(first.pid);
     t.true(held.size >= 2, 'the agent holds its probes');
-    await new Promise((r) => setTimeout(r, 1500));
+    // spans are printed as trace trees (held briefly for their root): poll, do not guess a delay
+    const ticks = (a: { stdout(): string }): number => a.stdout().split('\n').filter((l) => /SERVER .* GET \/ok\/tick\d+ 200/.test(l)).length;
+    const waitTicks = async (a: { stdout(): string }, n: number): Promise<void> => {
+      for (const end = Date.now() + 5000; Date.now() < end && ticks(a) < n; ) await new Promise((r) => setTimeout(r, 100));
+    };
+    await waitTicks(first, 1);
     t.regex(first.stdout(), /SERVER .* GET \/ok\/tick\d+ 200/, 'spans from a connection that predates the agent');
     process.kill(first.pid, 'SIGKILL');
     await first.stop();
     t.deepEqual(await stillLoaded(held), [], 'kill -9 leaves no BPF program loaded or attached');
 
     const second = await startAgentProcess({}, ['--config', join(dir, 'c.yaml')]);
-    await new Promise((r) => setTimeout(r, 1500));
+    await waitTicks(second, 10);
     const lines = second.stdout().split('\n').filter((l) => /SERVER .* GET \/ok\/tick\d+ 200/.test(l));
     t.true(lines.length >= 10, `the restarted agent sees the same keep-alive connection: ${lines.length} spans`);
     t.is(await second.stop(), 0);
