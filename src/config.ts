@@ -2,8 +2,10 @@
 //
 // Owns the precedence rules (defaults < YAML file < environment), the OTel
 // environment variables (OTEL_EXPORTER_OTLP_*, OTEL_RESOURCE_ATTRIBUTES,
-// OTEL_SDK_DISABLED) plus SIDELIGHT_HEALTH_ADDR / SIDELIGHT_LOG_LEVEL, the OTLP
-// traces URL rules, and every validation message. Structure, types, ranges and
+// OTEL_SDK_DISABLED) plus SIDELIGHT_HEALTH_ADDR / SIDELIGHT_LOG_LEVEL, the computed
+// per-signal exporters (export.traces / metrics / logs: URL rules, and the
+// OTEL_EXPORTER_OTLP_<SIGNAL>_* variables, which apply to their signal only), and
+// every validation message. Structure, types, ranges and
 // defaults come from config/schema.json (read once, next to this module's
 // parent directory, for both src/ and dist/); checks spanning several keys live
 // here. config/default.yaml is the commented user reference; a test keeps it
@@ -162,7 +164,7 @@ export interface TracesExport {
   url: string;
   /** OTLP transport. */
   protocol: ExportProtocol;
-  /** Request headers (file headers with OTEL_EXPORTER_OTLP_[TRACES_]HEADERS merged over them). Never log the values. */
+  /** Request headers (export.headers with OTEL_EXPORTER_OTLP_<SIGNAL>_HEADERS merged over them). Never log the values. */
   headers: Record<string, string>;
   /** Per-export request timeout, ms. */
   timeoutMs: number;
@@ -172,6 +174,10 @@ export interface TracesExport {
   insecure: boolean;
   /** PEM CA bundle path; absent means system CAs. */
   certificate?: string;
+  /** PEM client certificate path for mutual TLS (always with clientKey); absent means none. */
+  clientCertificate?: string;
+  /** PEM private key path of clientCertificate; absent means none. */
+  clientKey?: string;
 }
 
 /** OTLP export settings as configured, plus the computed `traces`. */
@@ -196,6 +202,10 @@ export interface ExportOptions {
   insecure: boolean;
   /** PEM CA bundle used to verify the collector; empty means system CAs. */
   certificate: string;
+  /** PEM client certificate for mutual TLS (needs clientKey); empty: none. */
+  clientCertificate: string;
+  /** PEM private key of clientCertificate; empty: none. */
+  clientKey: string;
   /** Print spans to stdout: auto (only when `traces` is null), always, never. */
   console: ConsoleMode;
   /** Batch span processor. */
@@ -489,7 +499,7 @@ function editDistance(a: string, b: string): number {
 // ---------------------------------------------------------------------------
 // Environment
 
-/** Scalar environment variables, in application order (per-signal after generic, so it wins). */
+/** Scalar environment variables setting one config key each, in application order (per-signal transport settings: SIGNAL_SCALARS). */
 const ENV_SCALARS: readonly { name: string; key: readonly string[] }[] = [
   { name: 'OTEL_EXPORTER_OTLP_ENDPOINT', key: ['export', 'endpoint'] },
   { name: 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', key: ['export', 'tracesEndpoint'] },
@@ -497,15 +507,12 @@ const ENV_SCALARS: readonly { name: string; key: readonly string[] }[] = [
   { name: 'OTEL_EXPORTER_OTLP_LOGS_ENDPOINT', key: ['export', 'logsEndpoint'] },
   { name: 'OTEL_METRIC_EXPORT_INTERVAL', key: ['export', 'metricsIntervalMs'] },
   { name: 'OTEL_EXPORTER_OTLP_PROTOCOL', key: ['export', 'protocol'] },
-  { name: 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL', key: ['export', 'protocol'] },
   { name: 'OTEL_EXPORTER_OTLP_TIMEOUT', key: ['export', 'timeoutMs'] },
-  { name: 'OTEL_EXPORTER_OTLP_TRACES_TIMEOUT', key: ['export', 'timeoutMs'] },
   { name: 'OTEL_EXPORTER_OTLP_COMPRESSION', key: ['export', 'compression'] },
-  { name: 'OTEL_EXPORTER_OTLP_TRACES_COMPRESSION', key: ['export', 'compression'] },
   { name: 'OTEL_EXPORTER_OTLP_INSECURE', key: ['export', 'insecure'] },
-  { name: 'OTEL_EXPORTER_OTLP_TRACES_INSECURE', key: ['export', 'insecure'] },
   { name: 'OTEL_EXPORTER_OTLP_CERTIFICATE', key: ['export', 'certificate'] },
-  { name: 'OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE', key: ['export', 'certificate'] },
+  { name: 'OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE', key: ['export', 'clientCertificate'] },
+  { name: 'OTEL_EXPORTER_OTLP_CLIENT_KEY', key: ['export', 'clientKey'] },
   { name: 'SIDELIGHT_K8S_ENABLED', key: ['k8s', 'enabled'] },
   { name: 'SIDELIGHT_K8S_CLUSTER_NAME', key: ['k8s', 'clusterName'] },
   { name: 'SIDELIGHT_HEALTH_ADDR', key: ['health', 'address'] },
@@ -518,12 +525,50 @@ const ENV_SCALARS: readonly { name: string; key: readonly string[] }[] = [
 /** `k=v,...` environment variables merged over a mapping key, in application order. */
 const ENV_MAPS: readonly { name: string; key: readonly string[]; secret: boolean }[] = [
   { name: 'OTEL_EXPORTER_OTLP_HEADERS', key: ['export', 'headers'], secret: true },
-  { name: 'OTEL_EXPORTER_OTLP_TRACES_HEADERS', key: ['export', 'headers'], secret: true },
   { name: 'OTEL_RESOURCE_ATTRIBUTES', key: ['export', 'resourceAttributes'], secret: false },
 ];
 
+/** An OTLP signal with its own exporter (computed export.traces / export.metrics / export.logs). */
+type Signal = 'traces' | 'metrics' | 'logs';
+const SIGNALS: readonly Signal[] = ['traces', 'metrics', 'logs'];
+
+/**
+ * Per-signal transport variables, OTEL_EXPORTER_OTLP_<SIGNAL>_<suffix> (OTLP exporter spec):
+ * each overrides the generic export.<field> for its own signal only, so they map to no
+ * config key; values are validated against the generic key's schema.
+ */
+type SignalField = 'protocol' | 'timeoutMs' | 'compression' | 'insecure' | 'certificate' | 'clientCertificate' | 'clientKey';
+const SIGNAL_SCALARS: readonly { suffix: string; field: SignalField }[] = [
+  { suffix: 'PROTOCOL', field: 'protocol' },
+  { suffix: 'TIMEOUT', field: 'timeoutMs' },
+  { suffix: 'COMPRESSION', field: 'compression' },
+  { suffix: 'INSECURE', field: 'insecure' },
+  { suffix: 'CERTIFICATE', field: 'certificate' },
+  { suffix: 'CLIENT_CERTIFICATE', field: 'clientCertificate' },
+  { suffix: 'CLIENT_KEY', field: 'clientKey' },
+];
+
+function signalVar(signal: Signal, suffix: string): string {
+  return `OTEL_EXPORTER_OTLP_${signal.toUpperCase()}_${suffix}`;
+}
+
+/** What the per-signal variables set for one signal. */
+interface SignalEnv {
+  /** Values that replace the generic export.<field> for this signal. */
+  values: Partial<Pick<TracesExport, SignalField>>;
+  /** OTEL_EXPORTER_OTLP_<SIGNAL>_HEADERS, merged over export.headers (case-insensitive names). */
+  headers: Map<string, string>;
+  /** The variables that applied, in application order (describeConfig shows them). */
+  vars: string[];
+}
+
 /** Every environment variable loadConfig reads. */
-export const CONFIG_ENV_VARS: readonly string[] = [...ENV_SCALARS.map((e) => e.name), ...ENV_MAPS.map((e) => e.name), 'OTEL_SDK_DISABLED'];
+export const CONFIG_ENV_VARS: readonly string[] = [
+  ...ENV_SCALARS.map((e) => e.name),
+  ...ENV_MAPS.map((e) => e.name),
+  ...SIGNALS.flatMap((s) => [...SIGNAL_SCALARS.map((e) => signalVar(s, e.suffix)), signalVar(s, 'HEADERS')]),
+  'OTEL_SDK_DISABLED',
+];
 
 const HTTP_TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
@@ -540,6 +585,8 @@ interface Loader {
   problems: ConfigProblem[];
   /** Keys that already have a problem; checks below them are skipped. */
   badKeys: Set<string>;
+  /** Per-signal variables that applied (they set no config key). */
+  signals: Record<Signal, SignalEnv>;
 }
 
 /** The environment variable that set `segs` (or a parent of it), if any. */
@@ -639,10 +686,12 @@ function envProblem(ld: Loader, name: string, key: string, shown: string, allowe
   if (key) ld.badKeys.add(key);
 }
 
-/** Parses a scalar env value against its schema node; undefined (with a problem recorded) when invalid. */
-function parseEnvScalar(ld: Loader, name: string, segs: readonly string[], raw: string): unknown {
+/**
+ * Parses a scalar env value against the schema node at `segs`; undefined (with a problem
+ * recorded) when invalid. `key` is the key the problem names (per-signal variables: export.<signal>.<field>).
+ */
+function parseEnvScalar(ld: Loader, name: string, segs: readonly string[], raw: string, key = keyOf(segs)): unknown {
   const node = nodeAt(segs)!;
-  const key = keyOf(segs);
   let value: unknown = raw;
   if (node.type === 'integer') value = /^[0-9]{1,15}$/.test(raw) ? Number(raw) : undefined;
   else if (node.type === 'boolean') value = /^true$/i.test(raw) ? true : /^false$/i.test(raw) ? false : undefined;
@@ -659,8 +708,7 @@ function parseEnvScalar(ld: Loader, name: string, segs: readonly string[], raw: 
 }
 
 /** Parses `k=v,k2=v2` (W3C baggage style: values percent-decoded); null when any entry is invalid. */
-function parseEnvMap(ld: Loader, name: string, segs: readonly string[], raw: string, secret: boolean): Map<string, string> | null {
-  const key = keyOf(segs);
+function parseEnvMap(ld: Loader, name: string, segs: readonly string[], raw: string, secret: boolean, key = keyOf(segs)): Map<string, string> | null {
   const out = new Map<string, string>();
   let ok = true;
   const format = 'must be comma-separated key=value pairs with percent-encoded values, e.g. k1=v1,k2=v%20two';
@@ -715,11 +763,47 @@ function applyEnv(ld: Loader, raw: Obj, env: NodeJS.ProcessEnv): boolean {
       ld.badKeys.delete(keyOf([...key, k]));
     }
   }
+  for (const signal of SIGNALS) applySignalEnv(ld, signal, get);
   const disabled = get('OTEL_SDK_DISABLED');
   if (disabled === undefined) return false;
   if (/^true$/i.test(disabled)) return true;
   if (!/^false$/i.test(disabled)) envProblem(ld, 'OTEL_SDK_DISABLED', '', JSON.stringify(disabled), 'must be true or false');
   return false;
+}
+
+/** Reads OTEL_EXPORTER_OTLP_<SIGNAL>_* into ld.signals[signal], validated like the generic variables. */
+function applySignalEnv(ld: Loader, signal: Signal, get: (name: string) => string | undefined): void {
+  const own = ld.signals[signal];
+  for (const { suffix, field } of SIGNAL_SCALARS) {
+    const name = signalVar(signal, suffix);
+    const rawValue = get(name);
+    if (rawValue === undefined) continue;
+    const value = parseEnvScalar(ld, name, ['export', field], rawValue, `export.${signal}.${field}`);
+    if (value === undefined) continue;
+    (own.values as Obj)[field] = value;
+    own.vars.push(name);
+  }
+  const name = signalVar(signal, 'HEADERS');
+  const rawValue = get(name);
+  if (rawValue === undefined) return;
+  const key = `export.${signal}.headers`;
+  const entries = parseEnvMap(ld, name, ['export', 'headers'], rawValue, true, key);
+  if (!entries) return;
+  let ok = true;
+  for (const [k, v] of entries) {
+    // the checks checkSemantics makes on export.headers, which these never reach
+    const entryKey = keyOf(['export', signal, 'headers', k]);
+    if (!HTTP_TOKEN.test(k)) envProblem(ld, name, entryKey, `header name ${JSON.stringify(k)}`, "must be an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)");
+    else if (/[\r\n\0]/.test(v)) envProblem(ld, name, entryKey, 'value (not shown: headers may carry credentials)', 'must not contain CR, LF or NUL');
+    else continue;
+    ok = false;
+  }
+  if (!ok) return;
+  for (const [k, v] of entries) {
+    for (const existing of own.headers.keys()) if (existing.toLowerCase() === k.toLowerCase()) own.headers.delete(existing);
+    own.headers.set(k, v);
+  }
+  own.vars.push(name);
 }
 
 function reportSchemaErrors(ld: Loader, errors: readonly ErrorObject[]): void {
@@ -866,30 +950,65 @@ function checkSemantics(ld: Loader, c: Obj): void {
     const [set, missing] = at(cert) === '' ? [key, 'certFile'] : [cert, 'keyFile'];
     report(ld, set, at(set), `needs receiver.tls.${missing} as well (both or neither)`);
   }
+  const clientCert = ['export', 'clientCertificate'];
+  const clientKey = ['export', 'clientKey'];
+  if (ok(clientCert) && ok(clientKey) && (at(clientCert) === '') !== (at(clientKey) === '')) {
+    const [set, missing] = at(clientCert) === '' ? [clientKey, 'clientCertificate'] : [clientCert, 'clientKey'];
+    report(ld, set, at(set), `needs export.${missing} as well (both or neither)`);
+  }
 }
 
-/** OTLP spec: per-signal endpoint as-is; base endpoint as-is for gRPC, + /v1/<signal> for HTTP. */
-function signalUrl(e: ExportOptions, signal: 'traces' | 'metrics' | 'logs'): string {
+/** A signal's client certificate and key, after its own variables, must be both set or both empty. */
+function checkSignalClientCert(ld: Loader, c: Obj): void {
+  for (const signal of SIGNALS) {
+    const v = ld.signals[signal].values;
+    if (v.clientCertificate === undefined && v.clientKey === undefined) continue;
+    if (isBad(ld, ['export', 'clientCertificate']) || isBad(ld, ['export', 'clientKey'])) continue; // reported already
+    const certV = v.clientCertificate ?? getIn(c, ['export', 'clientCertificate']);
+    const keyV = v.clientKey ?? getIn(c, ['export', 'clientKey']);
+    if ((certV === '') === (keyV === '')) continue;
+    // name the per-signal variable that was set: the other half is missing
+    const [field, missing] = v.clientCertificate !== undefined && certV !== '' ? ['clientCertificate', 'CLIENT_KEY'] : ['clientKey', 'CLIENT_CERTIFICATE'];
+    const suffix = field === 'clientCertificate' ? 'CLIENT_CERTIFICATE' : 'CLIENT_KEY';
+    const name = signalVar(signal, suffix);
+    envProblem(ld, name, `export.${signal}.${field}`, JSON.stringify(field === 'clientCertificate' ? certV : keyV), `needs ${signalVar(signal, missing)} or OTEL_EXPORTER_OTLP_${missing} as well (both or neither)`);
+  }
+}
+
+/** OTLP spec: per-signal endpoint as-is; base endpoint as-is for gRPC, + /v1/<signal> for HTTP (the signal's own protocol). */
+function signalUrl(e: ExportOptions, signal: Signal, protocol: ExportProtocol): string {
   const own = signal === 'traces' ? e.tracesEndpoint : signal === 'metrics' ? e.metricsEndpoint : e.logsEndpoint;
   if (own !== '') return own;
   if (e.endpoint === '') return '';
-  if (e.protocol === 'grpc') return e.endpoint;
+  if (protocol === 'grpc') return e.endpoint;
   const url = new URL(e.endpoint);
   url.pathname = `${url.pathname.replace(/\/+$/, '')}/v1/${signal}`;
   return url.href;
 }
 
-function computeTraces(e: ExportOptions, sdkDisabled: boolean, signal: 'traces' | 'metrics' | 'logs' = 'traces'): TracesExport | null {
-  const url = signalUrl(e, signal);
+/** One signal's exporter: the generic export.* settings with that signal's own variables over them. */
+function computeSignal(e: ExportOptions, sdkDisabled: boolean, signal: Signal, own: SignalEnv): TracesExport | null {
+  const v = own.values;
+  const protocol = v.protocol ?? e.protocol;
+  const url = signalUrl(e, signal, protocol);
   if (sdkDisabled || url === '') return null;
+  const headers = { ...e.headers };
+  for (const [k, value] of own.headers) {
+    for (const existing of Object.keys(headers)) if (existing.toLowerCase() === k.toLowerCase()) delete headers[existing];
+    headers[k] = value;
+  }
+  const certificate = v.certificate ?? e.certificate;
+  const clientCertificate = v.clientCertificate ?? e.clientCertificate;
+  const clientKey = v.clientKey ?? e.clientKey;
   return {
     url,
-    protocol: e.protocol,
-    headers: { ...e.headers },
-    timeoutMs: e.timeoutMs,
-    compression: e.compression,
-    insecure: e.insecure,
-    ...(e.certificate !== '' ? { certificate: e.certificate } : {}),
+    protocol,
+    headers,
+    timeoutMs: v.timeoutMs ?? e.timeoutMs,
+    compression: v.compression ?? e.compression,
+    insecure: v.insecure ?? e.insecure,
+    ...(certificate !== '' ? { certificate } : {}),
+    ...(clientCertificate !== '' && clientKey !== '' ? { clientCertificate, clientKey } : {}),
   };
 }
 
@@ -904,6 +1023,8 @@ function canonical(value: unknown, node: SchemaNode | undefined): unknown {
 interface Provenance {
   sourceOf: (segs: readonly Seg[]) => string;
   sdkDisabled: boolean;
+  /** Per-signal variables that applied to each computed export.<signal>. */
+  signalVars: Record<Signal, readonly string[]>;
 }
 const provenance = new WeakMap<Config, Provenance>();
 
@@ -912,7 +1033,8 @@ const provenance = new WeakMap<Config, Provenance>();
  * `env` (default: process.env). Throws ConfigError listing every problem found.
  */
 export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv } = {}): Config {
-  const ld: Loader = { file: opts.file, fileObj: {}, envKeys: new Map(), problems: [], badKeys: new Set() };
+  const signals = Object.fromEntries(SIGNALS.map((s) => [s, { values: {}, headers: new Map(), vars: [] }])) as unknown as Record<Signal, SignalEnv>;
+  const ld: Loader = { file: opts.file, fileObj: {}, envKeys: new Map(), problems: [], badKeys: new Set(), signals };
   const { root, validate } = schema();
   if (opts.file !== undefined) {
     ld.fileObj = readFile(ld, opts.file);
@@ -926,15 +1048,18 @@ export function loadConfig(opts: { file?: string; env?: NodeJS.ProcessEnv } = {}
   const raw = structuredClone(fileCfg);
   const sdkDisabled = applyEnv(ld, raw, opts.env ?? process.env);
   checkSemantics(ld, raw);
+  checkSignalClientCert(ld, raw);
   if (ld.problems.length > 0) throw new ConfigError(ld.problems);
 
   const config = canonical(raw, root) as Config;
   // YAML booleans are fine for k8s.enabled: normalise to the string form
   config.k8s.enabled = String(config.k8s.enabled) as K8sOptions['enabled'];
-  config.export.traces = computeTraces(config.export, sdkDisabled);
-  config.export.metrics = computeTraces(config.export, sdkDisabled, 'metrics');
-  config.export.logs = computeTraces(config.export, sdkDisabled, 'logs');
-  provenance.set(config, { sourceOf: (segs) => sourceOf(ld, segs), sdkDisabled });
+  for (const signal of SIGNALS) config.export[signal] = computeSignal(config.export, sdkDisabled, signal, signals[signal]);
+  provenance.set(config, {
+    sourceOf: (segs) => sourceOf(ld, segs),
+    sdkDisabled,
+    signalVars: Object.fromEntries(SIGNALS.map((s) => [s, [...signals[s].vars]])) as unknown as Record<Signal, readonly string[]>,
+  });
   return config;
 }
 
@@ -993,11 +1118,12 @@ export function describeConfig(c: Config): string {
     lines.push(`${key} = ${shown}${from(segs)}`);
   };
   walk(c, []);
-  for (const signal of ['traces', 'metrics', 'logs'] as const) {
+  for (const signal of SIGNALS) {
     const t = c.export[signal];
+    const vars = prov?.signalVars[signal] ?? [];
     lines.push(
       t
-        ? `export.${signal} = ${t.protocol} ${redactUrl(t.url)} (timeout ${t.timeoutMs} ms, compression ${t.compression}, insecure ${t.insecure}, ${t.certificate ? `CA ${t.certificate}` : 'system CAs'}, ${Object.keys(t.headers).length} header(s))`
+        ? `export.${signal} = ${t.protocol} ${redactUrl(t.url)} (timeout ${t.timeoutMs} ms, compression ${t.compression}, insecure ${t.insecure}, ${t.certificate ? `CA ${t.certificate}` : 'system CAs'}, ${t.clientCertificate ? `client cert ${t.clientCertificate}, ` : ''}${Object.keys(t.headers).length} header(s))${vars.length > 0 ? `  (from ${vars.join(', ')})` : ''}`
         : `export.${signal} = off (${prov?.sdkDisabled ? 'OTEL_SDK_DISABLED=true' : 'no endpoint'})`,
     );
   }

@@ -41,6 +41,8 @@ const DEFAULTS: Config = {
     compression: 'gzip',
     insecure: false,
     certificate: '',
+    clientCertificate: '',
+    clientKey: '',
     console: 'auto',
     batch: { maxSpans: 512, delayMs: 1000, queueSpans: 8192, queueBytes: 33554432 },
     retry: { initialMs: 1000, maxMs: 30000, maxElapsedMs: 300000 },
@@ -166,6 +168,8 @@ const OVERRIDE: Config = {
     compression: 'none',
     insecure: true,
     certificate: '/etc/sidelight/ca.pem',
+    clientCertificate: '/etc/sidelight/client.pem',
+    clientKey: '/etc/sidelight/client-key.pem',
     console: 'never',
     batch: { maxSpans: 256, delayMs: 500, queueSpans: 4096, queueBytes: 1048576 },
     retry: { initialMs: 200, maxMs: 5000, maxElapsedMs: 60000 },
@@ -182,6 +186,8 @@ const OVERRIDE: Config = {
       compression: 'none',
       insecure: true,
       certificate: '/etc/sidelight/ca.pem',
+      clientCertificate: '/etc/sidelight/client.pem',
+      clientKey: '/etc/sidelight/client-key.pem',
     },
     metrics: {
       url: 'https://metrics.example.com/custom',
@@ -191,6 +197,8 @@ const OVERRIDE: Config = {
       compression: 'none',
       insecure: true,
       certificate: '/etc/sidelight/ca.pem',
+      clientCertificate: '/etc/sidelight/client.pem',
+      clientKey: '/etc/sidelight/client-key.pem',
     },
     logs: {
       url: 'https://logs.example.com/custom',
@@ -200,6 +208,8 @@ const OVERRIDE: Config = {
       compression: 'none',
       insecure: true,
       certificate: '/etc/sidelight/ca.pem',
+      clientCertificate: '/etc/sidelight/client.pem',
+      clientKey: '/etc/sidelight/client-key.pem',
     },
   },
   receiver: {
@@ -262,17 +272,13 @@ const ENV_ROWS: EnvRow[] = [
   { name: 'SIDELIGHT_K8S_ENABLED', value: 'true', get: (c) => c.k8s.enabled, want: 'true' },
   { name: 'SIDELIGHT_K8S_CLUSTER_NAME', value: 'blue', get: (c) => c.k8s.clusterName, want: 'blue' },
   { name: 'OTEL_EXPORTER_OTLP_PROTOCOL', value: 'grpc', get: (c) => [c.export.protocol, c.export.traces?.url], want: ['grpc', 'https://collector.example.com:4318/'] },
-  { name: 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL', value: 'http/json', get: (c) => [c.export.protocol, c.export.traces?.protocol], want: ['http/json', 'http/json'] },
   { name: 'OTEL_EXPORTER_OTLP_HEADERS', value: 'x-env=1, x-tenant = team%20b ', get: (c) => c.export.traces?.headers, want: { Authorization: 'Bearer file-token', 'x-tenant': 'team b', 'x-env': '1' } },
-  { name: 'OTEL_EXPORTER_OTLP_TRACES_HEADERS', value: 'authorization=Bearer%20env-token', get: (c) => c.export.headers, want: { 'x-tenant': 'team-a', authorization: 'Bearer env-token' } },
   { name: 'OTEL_EXPORTER_OTLP_TIMEOUT', value: '30000', get: (c) => [c.export.timeoutMs, c.export.traces?.timeoutMs], want: [30000, 30000] },
-  { name: 'OTEL_EXPORTER_OTLP_TRACES_TIMEOUT', value: '1', get: (c) => c.export.timeoutMs, want: 1 },
   { name: 'OTEL_EXPORTER_OTLP_COMPRESSION', value: 'gzip', get: (c) => [c.export.compression, c.export.traces?.compression], want: ['gzip', 'gzip'] },
-  { name: 'OTEL_EXPORTER_OTLP_TRACES_COMPRESSION', value: 'gzip', get: (c) => c.export.compression, want: 'gzip' },
   { name: 'OTEL_EXPORTER_OTLP_INSECURE', value: 'FALSE', get: (c) => [c.export.insecure, c.export.traces?.insecure], want: [false, false] },
-  { name: 'OTEL_EXPORTER_OTLP_TRACES_INSECURE', value: 'false', get: (c) => c.export.insecure, want: false },
   { name: 'OTEL_EXPORTER_OTLP_CERTIFICATE', value: '/env/ca.pem', get: (c) => [c.export.certificate, c.export.traces?.certificate], want: ['/env/ca.pem', '/env/ca.pem'] },
-  { name: 'OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE', value: '/env/traces-ca.pem', get: (c) => c.export.certificate, want: '/env/traces-ca.pem' },
+  { name: 'OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE', value: '/env/client.pem', get: (c) => [c.export.clientCertificate, c.export.traces?.clientCertificate, c.export.logs?.clientCertificate], want: ['/env/client.pem', '/env/client.pem', '/env/client.pem'] },
+  { name: 'OTEL_EXPORTER_OTLP_CLIENT_KEY', value: '/env/client-key.pem', get: (c) => [c.export.clientKey, c.export.metrics?.clientKey], want: ['/env/client-key.pem', '/env/client-key.pem'] },
   { name: 'OTEL_RESOURCE_ATTRIBUTES', value: 'k8s.cluster.name=green,team=a%2Cb', get: (c) => c.export.resourceAttributes, want: { 'deployment.environment.name': 'staging', 'k8s.cluster.name': 'green', team: 'a,b' } },
   { name: 'OTEL_SDK_DISABLED', value: 'true', get: (c) => [c.export.traces, c.export.console, c.export.endpoint], want: [null, 'never', 'https://collector.example.com:4318/'] },
   { name: 'SIDELIGHT_HEALTH_ADDR', value: '0.0.0.0:9000', get: (c) => c.health.address, want: '0.0.0.0:9000' },
@@ -280,7 +286,48 @@ const ENV_ROWS: EnvRow[] = [
   { name: 'SIDELIGHT_RECEIVER_GRPC_ADDR', value: '10.0.0.7:4317', get: (c) => c.receiver.grpcAddress, want: '10.0.0.7:4317' },
   { name: 'SIDELIGHT_RECEIVER_HTTP_ADDR', value: '[fd00::7]:4318', get: (c) => c.receiver.httpAddress, want: '[fd00::7]:4318' },
   { name: 'SIDELIGHT_LOG_LEVEL', value: 'error', get: (c) => c.log.level, want: 'error' },
+  ...(['traces', 'metrics', 'logs'] as const).flatMap((signal) => [
+    perSignal(signal, 'PROTOCOL', 'grpc', 'protocol', 'grpc'),
+    perSignal(signal, 'TIMEOUT', '1', 'timeoutMs', 1),
+    perSignal(signal, 'COMPRESSION', 'gzip', 'compression', 'gzip'),
+    perSignal(signal, 'INSECURE', 'FALSE', 'insecure', false),
+    perSignal(signal, 'CERTIFICATE', `/env/${signal}-ca.pem`, 'certificate', `/env/${signal}-ca.pem`),
+    perSignal(signal, 'CLIENT_CERTIFICATE', `/env/${signal}-client.pem`, 'clientCertificate', `/env/${signal}-client.pem`),
+    perSignal(signal, 'CLIENT_KEY', `/env/${signal}-client-key.pem`, 'clientKey', `/env/${signal}-client-key.pem`),
+    perSignal(signal, 'HEADERS', 'authorization=Bearer%20env-token', 'headers', { 'x-tenant': 'team-a', authorization: 'Bearer env-token' }),
+  ]),
 ];
+
+/**
+ * OTEL_EXPORTER_OTLP_<SIGNAL>_<suffix> changes that signal's computed exporter only: the other
+ * signals and the generic export.<field> keep the file's value (OTLP exporter spec).
+ */
+function perSignal(signal: 'traces' | 'metrics' | 'logs', suffix: string, value: string, field: 'protocol' | 'timeoutMs' | 'compression' | 'insecure' | 'certificate' | 'clientCertificate' | 'clientKey' | 'headers', want: unknown): EnvRow {
+  const fileValue = (c: Config): unknown => c.export[field];
+  const fileConfig = loadConfig({ file: data('good_override.yaml'), env: {} });
+  const expected: Record<string, unknown> = {
+    traces: fileValue(fileConfig),
+    metrics: fileValue(fileConfig),
+    logs: fileValue(fileConfig),
+    generic: fileValue(fileConfig),
+    urls: [fileConfig.export.traces?.url, fileConfig.export.metrics?.url, fileConfig.export.logs?.url],
+  };
+  expected[signal] = want;
+  // gRPC takes the base endpoint as-is: traces (no own endpoint in the file) lose /v1/traces
+  if (signal === 'traces' && field === 'protocol') expected['urls'] = ['https://collector.example.com:4318/', 'https://metrics.example.com/custom', 'https://logs.example.com/custom'];
+  return {
+    name: `OTEL_EXPORTER_OTLP_${signal.toUpperCase()}_${suffix}`,
+    value,
+    get: (c) => ({
+      traces: c.export.traces?.[field],
+      metrics: c.export.metrics?.[field],
+      logs: c.export.logs?.[field],
+      generic: c.export[field],
+      urls: [c.export.traces?.url, c.export.metrics?.url, c.export.logs?.url],
+    }),
+    want: expected,
+  };
+}
 
 test('the precedence table covers every environment variable loadConfig reads', (t) => {
   t.deepEqual(ENV_ROWS.map((r) => r.name).sort(), [...CONFIG_ENV_VARS].sort());
@@ -323,6 +370,42 @@ test('per-signal variables win over the generic ones', (t) => {
     insecure: false,
     certificate: '/traces.pem',
   });
+  const generic = { url: 'http://generic:4318', protocol: 'grpc', headers: { a: 'generic', b: 'generic' }, timeoutMs: 1000, compression: 'none', insecure: true, certificate: '/generic.pem' };
+  t.deepEqual(c.export.metrics, generic, 'traces variables must not change metrics export');
+  t.deepEqual(c.export.logs, generic, 'traces variables must not change logs export');
+});
+
+test('each signal takes its own variables; the signal protocol decides the /v1/<signal> suffix', (t) => {
+  const c = loadConfig({
+    env: {
+      OTEL_EXPORTER_OTLP_ENDPOINT: 'http://generic:4318/base/',
+      OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf',
+      OTEL_EXPORTER_OTLP_HEADERS: 'Authorization=generic-s3cret,x-a=1',
+      OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: 'grpc',
+      OTEL_EXPORTER_OTLP_METRICS_TIMEOUT: '3000',
+      OTEL_EXPORTER_OTLP_METRICS_HEADERS: 'authorization=m-s3cret',
+      OTEL_EXPORTER_OTLP_LOGS_PROTOCOL: 'http/json',
+      OTEL_EXPORTER_OTLP_LOGS_COMPRESSION: 'none',
+      OTEL_EXPORTER_OTLP_LOGS_INSECURE: 'true',
+      OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE: '/logs.pem',
+      OTEL_EXPORTER_OTLP_LOGS_HEADERS: 'x-b=2',
+    },
+  });
+  t.deepEqual(c.export.traces, { url: 'http://generic:4318/base/v1/traces', protocol: 'http/protobuf', headers: { Authorization: 'generic-s3cret', 'x-a': '1' }, timeoutMs: 10000, compression: 'gzip', insecure: false });
+  t.deepEqual(c.export.metrics, { url: 'http://generic:4318/base/', protocol: 'grpc', headers: { 'x-a': '1', authorization: 'm-s3cret' }, timeoutMs: 3000, compression: 'gzip', insecure: false });
+  t.deepEqual(c.export.logs, { url: 'http://generic:4318/base/v1/logs', protocol: 'http/json', headers: { Authorization: 'generic-s3cret', 'x-a': '1', 'x-b': '2' }, timeoutMs: 10000, compression: 'none', insecure: true, certificate: '/logs.pem' });
+  t.is(c.export.protocol, 'http/protobuf');
+  t.deepEqual(c.export.headers, { Authorization: 'generic-s3cret', 'x-a': '1' });
+  const text = describeConfig(c);
+  t.true(text.includes('export.traces = http/protobuf http://generic:4318/base/v1/traces (timeout 10000 ms, compression gzip, insecure false, system CAs, 2 header(s))\n'), text);
+  t.true(text.includes('export.metrics = grpc http://generic:4318/base/ (timeout 3000 ms, compression gzip, insecure false, system CAs, 2 header(s))  (from OTEL_EXPORTER_OTLP_METRICS_PROTOCOL, OTEL_EXPORTER_OTLP_METRICS_TIMEOUT, OTEL_EXPORTER_OTLP_METRICS_HEADERS)'), text);
+  t.true(text.includes('(from OTEL_EXPORTER_OTLP_LOGS_PROTOCOL, OTEL_EXPORTER_OTLP_LOGS_COMPRESSION, OTEL_EXPORTER_OTLP_LOGS_INSECURE, OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE, OTEL_EXPORTER_OTLP_LOGS_HEADERS)'), text);
+  t.false(text.includes('s3cret'), 'header values must not be printed');
+});
+
+test('per-signal variables apply even when the file sets the generic keys', (t) => {
+  const c = loadConfig({ file: data('good_override.yaml'), env: { OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_EXPORTER_OTLP_LOGS_PROTOCOL: 'grpc' } });
+  t.deepEqual([c.export.traces?.protocol, c.export.metrics?.protocol, c.export.logs?.protocol], ['http/json', 'http/json', 'grpc']);
 });
 
 test('empty and blank environment variables are ignored', (t) => {
@@ -513,17 +596,26 @@ const BAD_ENV: { name: string; value: string; key: string; message: string }[] =
   { name: 'OTEL_EXPORTER_OTLP_ENDPOINT', value: 'localhost:4317', key: 'export.endpoint', message: 'OTEL_EXPORTER_OTLP_ENDPOINT (export.endpoint): "localhost:4317" is not allowed: must be an http:// or https:// URL such as http://localhost:4317, or empty for no export' },
   { name: 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', value: 'not a url', key: 'export.tracesEndpoint', message: 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (export.tracesEndpoint): "not a url" is not allowed: must be an http:// or https:// URL such as http://localhost:4317, or empty for no export' },
   { name: 'OTEL_EXPORTER_OTLP_PROTOCOL', value: 'http', key: 'export.protocol', message: 'OTEL_EXPORTER_OTLP_PROTOCOL (export.protocol): "http" is not allowed: must be one of grpc, http/protobuf, http/json' },
-  { name: 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL', value: 'HTTP/PROTOBUF', key: 'export.protocol', message: 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL (export.protocol): "HTTP/PROTOBUF" is not allowed: must be one of grpc, http/protobuf, http/json' },
+  { name: 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL', value: 'HTTP/PROTOBUF', key: 'export.traces.protocol', message: 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL (export.traces.protocol): "HTTP/PROTOBUF" is not allowed: must be one of grpc, http/protobuf, http/json' },
+  { name: 'OTEL_EXPORTER_OTLP_LOGS_PROTOCOL', value: 'http', key: 'export.logs.protocol', message: 'OTEL_EXPORTER_OTLP_LOGS_PROTOCOL (export.logs.protocol): "http" is not allowed: must be one of grpc, http/protobuf, http/json' },
   { name: 'OTEL_EXPORTER_OTLP_TIMEOUT', value: '10s', key: 'export.timeoutMs', message: 'OTEL_EXPORTER_OTLP_TIMEOUT (export.timeoutMs): "10s" is not allowed: must be an integer from 1 to 600000' },
-  { name: 'OTEL_EXPORTER_OTLP_TRACES_TIMEOUT', value: '600001', key: 'export.timeoutMs', message: 'OTEL_EXPORTER_OTLP_TRACES_TIMEOUT (export.timeoutMs): "600001" is not allowed: must be an integer from 1 to 600000' },
+  { name: 'OTEL_EXPORTER_OTLP_TRACES_TIMEOUT', value: '600001', key: 'export.traces.timeoutMs', message: 'OTEL_EXPORTER_OTLP_TRACES_TIMEOUT (export.traces.timeoutMs): "600001" is not allowed: must be an integer from 1 to 600000' },
+  { name: 'OTEL_EXPORTER_OTLP_METRICS_TIMEOUT', value: '5s', key: 'export.metrics.timeoutMs', message: 'OTEL_EXPORTER_OTLP_METRICS_TIMEOUT (export.metrics.timeoutMs): "5s" is not allowed: must be an integer from 1 to 600000' },
   { name: 'OTEL_EXPORTER_OTLP_TIMEOUT', value: '0', key: 'export.timeoutMs', message: 'OTEL_EXPORTER_OTLP_TIMEOUT (export.timeoutMs): "0" is not allowed: must be an integer from 1 to 600000' },
   { name: 'OTEL_EXPORTER_OTLP_COMPRESSION', value: 'zstd', key: 'export.compression', message: 'OTEL_EXPORTER_OTLP_COMPRESSION (export.compression): "zstd" is not allowed: must be one of gzip, none' },
-  { name: 'OTEL_EXPORTER_OTLP_TRACES_COMPRESSION', value: 'deflate', key: 'export.compression', message: 'OTEL_EXPORTER_OTLP_TRACES_COMPRESSION (export.compression): "deflate" is not allowed: must be one of gzip, none' },
+  { name: 'OTEL_EXPORTER_OTLP_TRACES_COMPRESSION', value: 'deflate', key: 'export.traces.compression', message: 'OTEL_EXPORTER_OTLP_TRACES_COMPRESSION (export.traces.compression): "deflate" is not allowed: must be one of gzip, none' },
+  { name: 'OTEL_EXPORTER_OTLP_LOGS_COMPRESSION', value: 'zstd', key: 'export.logs.compression', message: 'OTEL_EXPORTER_OTLP_LOGS_COMPRESSION (export.logs.compression): "zstd" is not allowed: must be one of gzip, none' },
+  { name: 'OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE', value: '/c.pem', key: 'export.clientCertificate', message: 'OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE (export.clientCertificate): "/c.pem" is not allowed: needs export.clientKey as well (both or neither)' },
+  { name: 'OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY', value: '/k.pem', key: 'export.traces.clientKey', message: 'OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY (export.traces.clientKey): "/k.pem" is not allowed: needs OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE or OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE as well (both or neither)' },
   { name: 'OTEL_EXPORTER_OTLP_INSECURE', value: 'yes', key: 'export.insecure', message: 'OTEL_EXPORTER_OTLP_INSECURE (export.insecure): "yes" is not allowed: must be true or false' },
-  { name: 'OTEL_EXPORTER_OTLP_TRACES_INSECURE', value: '1', key: 'export.insecure', message: 'OTEL_EXPORTER_OTLP_TRACES_INSECURE (export.insecure): "1" is not allowed: must be true or false' },
+  { name: 'OTEL_EXPORTER_OTLP_TRACES_INSECURE', value: '1', key: 'export.traces.insecure', message: 'OTEL_EXPORTER_OTLP_TRACES_INSECURE (export.traces.insecure): "1" is not allowed: must be true or false' },
+  { name: 'OTEL_EXPORTER_OTLP_METRICS_INSECURE', value: 'yes', key: 'export.metrics.insecure', message: 'OTEL_EXPORTER_OTLP_METRICS_INSECURE (export.metrics.insecure): "yes" is not allowed: must be true or false' },
   { name: 'OTEL_EXPORTER_OTLP_HEADERS', value: 'Bearer abc123', key: 'export.headers', message: 'OTEL_EXPORTER_OTLP_HEADERS (export.headers): entry 1 (not shown: headers may carry credentials) is not allowed: must be comma-separated key=value pairs with percent-encoded values, e.g. k1=v1,k2=v%20two' },
-  { name: 'OTEL_EXPORTER_OTLP_TRACES_HEADERS', value: 'a=b,authorization=%E0%A4%A', key: 'export.headers', message: 'OTEL_EXPORTER_OTLP_TRACES_HEADERS (export.headers): value of "authorization" (not shown: headers may carry credentials) is not allowed: must be comma-separated key=value pairs with percent-encoded values, e.g. k1=v1,k2=v%20two' },
+  { name: 'OTEL_EXPORTER_OTLP_TRACES_HEADERS', value: 'a=b,authorization=%E0%A4%A', key: 'export.traces.headers', message: 'OTEL_EXPORTER_OTLP_TRACES_HEADERS (export.traces.headers): value of "authorization" (not shown: headers may carry credentials) is not allowed: must be comma-separated key=value pairs with percent-encoded values, e.g. k1=v1,k2=v%20two' },
   { name: 'OTEL_EXPORTER_OTLP_HEADERS', value: 'bad name=x', key: 'export.headers["bad name"]', message: 'OTEL_EXPORTER_OTLP_HEADERS (export.headers["bad name"]): header name "bad name" is not allowed: must be an HTTP header name (letters, digits and !#$%&\'*+-.^_`|~)' },
+  { name: 'OTEL_EXPORTER_OTLP_METRICS_HEADERS', value: 'x-ok=1,bad name=x', key: 'export.metrics.headers["bad name"]', message: 'OTEL_EXPORTER_OTLP_METRICS_HEADERS (export.metrics.headers["bad name"]): header name "bad name" is not allowed: must be an HTTP header name (letters, digits and !#$%&\'*+-.^_`|~)' },
+  { name: 'OTEL_EXPORTER_OTLP_LOGS_HEADERS', value: 'authorization=s3cret%0D%0Ax-evil:1', key: 'export.logs.headers.authorization', message: 'OTEL_EXPORTER_OTLP_LOGS_HEADERS (export.logs.headers.authorization): value (not shown: headers may carry credentials) is not allowed: must not contain CR, LF or NUL' },
+  { name: 'OTEL_EXPORTER_OTLP_LOGS_HEADERS', value: 'Bearer abc123', key: 'export.logs.headers', message: 'OTEL_EXPORTER_OTLP_LOGS_HEADERS (export.logs.headers): entry 1 (not shown: headers may carry credentials) is not allowed: must be comma-separated key=value pairs with percent-encoded values, e.g. k1=v1,k2=v%20two' },
   { name: 'OTEL_RESOURCE_ATTRIBUTES', value: 'service.name=a,=b', key: 'export.resourceAttributes', message: 'OTEL_RESOURCE_ATTRIBUTES (export.resourceAttributes): entry 2 "=b" is not allowed: must be comma-separated key=value pairs with percent-encoded values, e.g. k1=v1,k2=v%20two' },
   { name: 'OTEL_RESOURCE_ATTRIBUTES', value: 'team=100%', key: 'export.resourceAttributes', message: 'OTEL_RESOURCE_ATTRIBUTES (export.resourceAttributes): entry "team=100%" is not allowed: must be comma-separated key=value pairs with percent-encoded values, e.g. k1=v1,k2=v%20two' },
   { name: 'OTEL_SDK_DISABLED', value: 'yes', key: '', message: 'OTEL_SDK_DISABLED: "yes" is not allowed: must be true or false' },
@@ -591,12 +683,12 @@ test('describeConfig never prints header values, only names; masks URL credentia
   const text = describeConfig(c);
   for (const secret of ['Bearer', 'file-token', 'team-a', 'sup3r-s3cret', 'hunter2', 't0ken']) t.false(text.includes(secret), `${secret} leaked:\n${text}`);
   const lines = text.split('\n');
-  t.true(lines.includes(`export.headers = Authorization (from ${f}), x-tenant (from ${f}), x-api-key (from OTEL_EXPORTER_OTLP_TRACES_HEADERS) (values hidden)`));
+  t.true(lines.includes(`export.headers = Authorization (from ${f}), x-tenant (from ${f}) (values hidden)`), 'traces headers must not change export.headers');
   t.true(lines.includes('export.tracesEndpoint = "https://***:***@otlp.example.com/v1/traces?token=***"  (from OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)'));
   t.true(lines.includes(`capture.bytes = 1024  (from ${f})`));
   t.true(lines.includes(`export.resourceAttributes = deployment.environment.name="staging" (from ${f}), k8s.cluster.name="blue" (from ${f})`));
-  t.is(lines.at(-3), 'export.traces = http/protobuf https://***:***@otlp.example.com/v1/traces?token=*** (timeout 5000 ms, compression none, insecure true, CA /etc/sidelight/ca.pem, 3 header(s))');
-  t.is(lines.at(-2), 'export.metrics = http/protobuf https://metrics.example.com/custom (timeout 5000 ms, compression none, insecure true, CA /etc/sidelight/ca.pem, 3 header(s))');
+  t.is(lines.at(-3), 'export.traces = http/protobuf https://***:***@otlp.example.com/v1/traces?token=*** (timeout 5000 ms, compression none, insecure true, CA /etc/sidelight/ca.pem, client cert /etc/sidelight/client.pem, 3 header(s))  (from OTEL_EXPORTER_OTLP_TRACES_HEADERS)');
+  t.is(lines.at(-2), 'export.metrics = http/protobuf https://metrics.example.com/custom (timeout 5000 ms, compression none, insecure true, CA /etc/sidelight/ca.pem, client cert /etc/sidelight/client.pem, 2 header(s))');
 });
 
 test('describeConfig says why export is off when OTEL_SDK_DISABLED=true', (t) => {

@@ -78,11 +78,14 @@ class Transport {
   private readonly signal: Signal;
   private client: Client | undefined;
   private readonly ca: Buffer | undefined;
+  /** mutual-TLS client identity (export clientCertificate / clientKey), https:// only */
+  private readonly identity: { cert: Buffer; key: Buffer } | undefined;
 
   constructor(c: TracesExport, signal: Signal) {
     this.c = c;
     this.signal = signal;
     this.ca = c.certificate ? readFileSync(c.certificate) : undefined;
+    this.identity = c.clientCertificate && c.clientKey && c.url.startsWith('https://') ? { cert: readFileSync(c.clientCertificate), key: readFileSync(c.clientKey) } : undefined;
   }
 
   get name(): string {
@@ -97,7 +100,7 @@ class Transport {
     if (!this.client) {
       const u = new URL(this.c.url);
       const secure = u.protocol === 'https:' && !this.c.insecure;
-      this.client = new Client(u.host, secure ? credentials.createSsl(this.ca ?? null) : credentials.createInsecure(), {
+      this.client = new Client(u.host, secure ? credentials.createSsl(this.ca ?? null, this.identity?.key ?? null, this.identity?.cert ?? null) : credentials.createInsecure(), {
         'grpc.primary_user_agent': USER_AGENT,
         ...(this.c.compression === 'gzip' ? { 'grpc.default_compression_algorithm': 2 } : {}),
         'grpc.max_send_message_length': -1,
@@ -150,7 +153,7 @@ class Transport {
     return new Promise((resolve) => {
       const r = req(
         u,
-        { method: 'POST', headers, timeout: this.c.timeoutMs, ...(this.ca ? { ca: this.ca } : {}), ...(this.c.insecure ? { rejectUnauthorized: false } : {}) },
+        { method: 'POST', headers, timeout: this.c.timeoutMs, ...(this.ca ? { ca: this.ca } : {}), ...(this.identity ?? {}), ...(this.c.insecure ? { rejectUnauthorized: false } : {}) },
         (res) => {
           const chunks: Buffer[] = [];
           let size = 0;

@@ -10,7 +10,8 @@
  *
  * One transport per signal, created at start; one request at a time is the caller's rule
  * (the pipeline), but concurrent sends are safe. send() never rejects. shutdown() closes the
- * gRPC channel / HTTP keep-alive agent.
+ * gRPC channel / HTTP keep-alive agent. TLS files (CA bundle, mutual-TLS client certificate
+ * and key) are read once, at creation.
  */
 import { request as httpRequest, Agent as HttpAgent, type IncomingMessage } from 'node:http';
 import { request as httpsRequest, Agent as HttpsAgent } from 'node:https';
@@ -35,6 +36,10 @@ export interface TransportConfig {
   compression: 'gzip' | 'none';
   insecure: boolean;
   certificate?: string;
+  /** PEM client certificate (chain) for mutual TLS; used only together with clientKey, on https:// */
+  clientCertificate?: string;
+  /** PEM private key of clientCertificate */
+  clientKey?: string;
 }
 
 export interface SendResult {
@@ -105,6 +110,11 @@ function caOf(c: TransportConfig): Buffer | undefined {
   return c.certificate ? readFileSync(c.certificate) : undefined;
 }
 
+/** The mutual-TLS client identity (both files), read once at creation like the CA. */
+function clientIdentityOf(c: TransportConfig): { cert: Buffer; key: Buffer } | undefined {
+  return c.clientCertificate && c.clientKey ? { cert: readFileSync(c.clientCertificate), key: readFileSync(c.clientKey) } : undefined;
+}
+
 class GrpcTransport implements OtlpTransport {
   private readonly client: Client;
   private readonly path: string;
@@ -115,7 +125,8 @@ class GrpcTransport implements OtlpTransport {
     const u = new URL(c.url);
     const secure = u.protocol === 'https:' && !c.insecure;
     const port = u.port || (u.protocol === 'https:' ? '443' : '80');
-    this.client = new Client(`${u.hostname}:${port}`, secure ? credentials.createSsl(caOf(c) ?? null) : credentials.createInsecure(), {
+    const id = secure ? clientIdentityOf(c) : undefined;
+    this.client = new Client(`${u.hostname}:${port}`, secure ? credentials.createSsl(caOf(c) ?? null, id?.key ?? null, id?.cert ?? null) : credentials.createInsecure(), {
       'grpc.default_compression_algorithm': c.compression === 'gzip' ? 2 : 0,
       'grpc.primary_user_agent': USER_AGENT,
     });
@@ -171,7 +182,8 @@ class HttpTransport implements OtlpTransport {
     this.url = new URL(c.url);
     this.https = this.url.protocol === 'https:';
     const ca = caOf(c);
-    this.agent = this.https ? new HttpsAgent({ keepAlive: true, maxSockets: 2, ...(ca ? { ca } : {}) }) : new HttpAgent({ keepAlive: true, maxSockets: 2 });
+    const id = this.https ? clientIdentityOf(c) : undefined;
+    this.agent = this.https ? new HttpsAgent({ keepAlive: true, maxSockets: 2, ...(ca ? { ca } : {}), ...(id ?? {}) }) : new HttpAgent({ keepAlive: true, maxSockets: 2 });
     this.gzip = c.compression === 'gzip';
     this.timeoutMs = c.timeoutMs;
     this.headers = {

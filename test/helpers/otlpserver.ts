@@ -98,20 +98,26 @@ export interface TestCert {
   cert: Buffer;
   /** the certificate as a PEM file (for `certificate` / OTEL_EXPORTER_OTLP_CERTIFICATE) */
   certFile: string;
+  /** the private key as a PEM file (for `clientKey` when used as a client identity) */
+  keyFile: string;
   remove(): void;
 }
 
 export function makeTestCert(): TestCert {
   const dir = mkdtempSync(join(tmpdir(), 'sl-cert-'));
   execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost', '-addext', 'basicConstraints=critical,CA:TRUE'], { stdio: 'ignore' });
-  return { key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')), certFile: join(dir, 'cert.pem'), remove: () => rmSync(dir, { recursive: true, force: true }) };
+  return { key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')), certFile: join(dir, 'cert.pem'), keyFile: join(dir, 'key.pem'), remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-export async function startOtlpServer(protocol: 'grpc' | 'http', script: Answer[] = [], tls?: TestCert): Promise<OtlpTestServer> {
-  return protocol === 'grpc' ? startGrpc(script, tls) : startHttp(script, tls);
+/**
+ * `tls`: serve https with this certificate. `clientCa` (with tls): mutual TLS, a client must
+ * present a certificate signed by this CA or the handshake fails.
+ */
+export async function startOtlpServer(protocol: 'grpc' | 'http', script: Answer[] = [], tls?: TestCert, clientCa?: Buffer): Promise<OtlpTestServer> {
+  return protocol === 'grpc' ? startGrpc(script, tls, clientCa) : startHttp(script, tls, clientCa);
 }
 
-async function startGrpc(script: Answer[], tls?: TestCert): Promise<OtlpTestServer> {
+async function startGrpc(script: Answer[], tls?: TestCert, clientCa?: Buffer): Promise<OtlpTestServer> {
   const requests: RecordedRequest[] = [];
   const server = new Server();
   const identity = (b: Buffer): Buffer => b;
@@ -129,7 +135,7 @@ async function startGrpc(script: Answer[], tls?: TestCert): Promise<OtlpTestServ
   server.addService({ Export: def(TRACE_PATH) }, { Export: handler(TRACE_PATH) });
   server.addService({ ExportMetrics: def(METRICS_PATH) }, { ExportMetrics: handler(METRICS_PATH) });
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', tls ? ServerCredentials.createSsl(null, [{ private_key: tls.key, cert_chain: tls.cert }], false) : ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    server.bindAsync('127.0.0.1:0', tls ? ServerCredentials.createSsl(clientCa ?? null, [{ private_key: tls.key, cert_chain: tls.cert }], clientCa !== undefined) : ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
   );
   const scheme = tls ? 'https' : 'http';
   return {
@@ -147,7 +153,7 @@ async function readAll(req: IncomingMessage): Promise<Buffer> {
   return req.headers['content-encoding'] === 'gzip' ? gunzipSync(raw) : raw;
 }
 
-async function startHttp(script: Answer[], tls?: TestCert): Promise<OtlpTestServer> {
+async function startHttp(script: Answer[], tls?: TestCert, clientCa?: Buffer): Promise<OtlpTestServer> {
   const requests: RecordedRequest[] = [];
   const listener: RequestListener = (req, res) => {
     void readAll(req).then((body) => {
@@ -172,7 +178,7 @@ async function startHttp(script: Answer[], tls?: TestCert): Promise<OtlpTestServ
       res.end(out);
     });
   };
-  const server: HttpServer = tls ? createHttpsServer({ key: tls.key, cert: tls.cert }, listener) : createServer(listener);
+  const server: HttpServer = tls ? createHttpsServer({ key: tls.key, cert: tls.cert, ...(clientCa ? { ca: clientCa, requestCert: true, rejectUnauthorized: true } : {}) }, listener) : createServer(listener);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   const port = (server.address() as AddressInfo).port;
   const scheme = tls ? 'https' : 'http';
