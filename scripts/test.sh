@@ -16,15 +16,19 @@ if [ $# -gt 0 ]; then
   npx --no-install ava "$@" 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
 else
-  # The benchmark smoke test loads the machine: it runs alone, after everything else.
-  echo "== ava (all but the benchmark)"
-  npx --no-install ava 'test/**/*.test.ts' '!test/bench.test.ts' 2>&1 | tee "$log"
+  # The tests that load the machine on purpose (the benchmark smoke test, the overload and
+  # outage tests) run alone, one after another, after everything else: their load would
+  # otherwise reach the agents of the tests running beside them.
+  alone=(test/e2e/reliability-outage.test.ts test/bench.test.ts)
+  echo "== ava (all but: ${alone[*]})"
+  npx --no-install ava 'test/**/*.test.ts' "${alone[@]/#/!}" 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
-  if [ -f test/bench.test.ts ]; then
-    echo "== ava test/bench.test.ts (alone)"
-    npx --no-install ava test/bench.test.ts 2>&1 | tee -a "$log"
+  for f in "${alone[@]}"; do
+    [ -f "$f" ] || continue
+    echo "== ava $f (alone)"
+    npx --no-install ava "$f" 2>&1 | tee -a "$log"
     [ "${PIPESTATUS[0]}" -ne 0 ] && rc=1
-  fi
+  done
 fi
 
 # count ava's per-test lines: "✔ name", "✘ [fail]: name", "- [skip] name"; tests that

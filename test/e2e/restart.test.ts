@@ -8,7 +8,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import { startAgentProcess } from '../helpers/agentproc.js';
+import { startAgentProcess, type AgentProcess } from '../helpers/agentproc.js';
 import { progIdsHeldBy, stillLoaded } from '../helpers/bpf.js';
 import { kernelUnavailable, need } from '../helpers/kernel.js';
 import { NODE, startNodeServer } from '../helpers/servers.js';
@@ -34,9 +34,12 @@ test.serial('kill -9 under load: nothing left attached, the app unaffected, a re
   let out = '';
   client.stdout.on('data', (d: Buffer) => (out += d.toString()));
   const done = new Promise<void>((r) => client.once('exit', () => r()));
+  let first: AgentProcess | undefined;
+  let second: AgentProcess | undefined;
+  let secondCode: number | null | undefined;
   try {
     await new Promise((r) => setTimeout(r, 500)); // the connection exists before any agent
-    const first = await startAgentProcess({}, ['--config', join(dir, 'c.yaml')]);
+    first = await startAgentProcess({}, ['--config', join(dir, 'c.yaml')]);
     const held = progIdsHeldBy(first.pid);
     t.true(held.size >= 2, 'the agent holds its probes');
     // spans are printed as trace trees (held briefly for their root): poll, do not guess a delay
@@ -50,12 +53,16 @@ test.serial('kill -9 under load: nothing left attached, the app unaffected, a re
     await first.stop();
     t.deepEqual(await stillLoaded(held), [], 'kill -9 leaves no BPF program loaded or attached');
 
-    const second = await startAgentProcess({}, ['--config', join(dir, 'c.yaml')]);
+    second = await startAgentProcess({}, ['--config', join(dir, 'c.yaml')]);
     await waitTicks(second, 10);
     const lines = second.stdout().split('\n').filter((l) => /SERVER .* GET \/ok\/tick\d+ 200/.test(l));
+    secondCode = await second.stop();
     t.true(lines.length >= 10, `the restarted agent sees the same keep-alive connection: ${lines.length} spans`);
-    t.is(await second.stop(), 0);
+    t.is(secondCode, 0);
   } finally {
+    // ava throws on a failed assertion: never leave an agent (or the client) running
+    await first?.stop();
+    if (second && secondCode === undefined) await second.stop();
     await done;
     await srv.stop();
   }
