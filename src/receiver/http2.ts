@@ -502,6 +502,8 @@ export class Http2Connection {
         this.held = undefined;
       }
     }
+    // counted when emitted: held server events dropped with a midstream connection never are
+    for (const e of out) if (e.type === 'error') this.counters.errors++;
     return out;
   }
 
@@ -1132,7 +1134,6 @@ export class Http2Connection {
   }
 
   private error(side: Side, out: H2Event[], reason: string): void {
-    this.counters.errors++;
     out.push({ type: 'error', from: side.name, reason });
   }
 }

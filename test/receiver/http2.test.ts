@@ -1566,7 +1566,10 @@ test(`fuzz: ${FUZZ_N} seeded random / mutated inputs never throw, state stays bo
     }
     if (conn.openStreams > maxStreams) t.fail('stream table over its bound');
     if (events.some((e) => e.type === 'error' && e.reason === 'internal parser error')) t.fail('internal fault');
-    if (conn.stats.errors !== events.filter((e) => e.type === 'error').length) t.fail('error count mismatch');
+    if (conn.stats.errors !== events.filter((e) => e.type === 'error').length) {
+      t.fail(`error count mismatch at input ${it}: stats.errors ${conn.stats.errors}, error events ${events.filter((e) => e.type === 'error').length} (${events.filter((e) => e.type === 'error').map((e) => (e as { reason?: string }).reason).join('; ')})`);
+      return;
+    }
     if (events.length > 0) withEvents++;
   }
   t.true(withEvents > 300, `${withEvents} inputs produced events`);
