@@ -159,7 +159,7 @@ export class Agent {
         threadsUntrusted: (tgid) => this.processes.threadsUntrusted(tgid),
         isPoolThread: (tgid, tid) => isLibuvWorker(tgid, tid),
         idleMs: 5 * 60_000,
-        http: { captureQuery: config.http.captureQuery, maxPending: config.limits.pendingPerConnection, requestTimeoutMs: config.http.requestTimeoutMs, routes: new RouteTemplater(config.http.routes) },
+        http: { captureQuery: config.http.captureQuery, redactQueryKeys: new Set(config.http.redactQueryKeys.map((k) => k.toLowerCase())), maxPending: config.limits.pendingPerConnection, requestTimeoutMs: config.http.requestTimeoutMs, routes: new RouteTemplater(config.http.routes) },
       },
       this.clock,
       (s) => this.onFinishedSpan(s),

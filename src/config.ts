@@ -68,6 +68,8 @@ export interface FilterOptions {
 export interface HttpOptions {
   /** Export url.query. Off by default: query strings can carry secrets. */
   captureQuery: boolean;
+  /** With captureQuery, the values of these query keys (case-insensitive) are exported as REDACTED. */
+  redactQueryKeys: string[];
   /** A request with no response after this long ends with error.type timeout, ms; 100..3600000. */
   requestTimeoutMs: number;
   /** http.route on SERVER spans (src/receiver/routes.ts). */

@@ -26,7 +26,7 @@ const DEFAULTS: Config = {
     cgroups: { include: [], exclude: [] },
     ports: { include: [], exclude: [] },
   },
-  http: { captureQuery: false, requestTimeoutMs: 30000, routes: { heuristic: true, templates: [] }, inject: { enabled: false, cgroup: '/', ports: [] } },
+  http: { captureQuery: false, redactQueryKeys: ['AWSAccessKeyId', 'Signature', 'sig', 'X-Goog-Signature', 'access_token', 'token', 'api_key', 'apikey', 'password', 'secret'], requestTimeoutMs: 30000, routes: { heuristic: true, templates: [] }, inject: { enabled: false, cgroup: '/', ports: [] } },
   dns: { ports: [53], timeoutMs: 5000, maxPending: 16384, maxNamesPerWorkload: 100 },
   tls: { enabled: true, rescanMs: 5000, maxBinaries: 256, paths: [] },
   limits: { connections: 65536, processes: 8192, pendingPerConnection: 64 },
@@ -150,6 +150,7 @@ const OVERRIDE: Config = {
   },
   http: {
     captureQuery: true,
+    redactQueryKeys: ['session'],
     requestTimeoutMs: 5000,
     routes: { heuristic: false, templates: ['/users/{id}', '/static/*'] },
     inject: { enabled: true, cgroup: '/sidelight-test', ports: [80, 8080] },

@@ -61,7 +61,7 @@ import { parseHost, parseTarget } from './http.js';
 import { Http2Connection, type H2Event, type Http2Stats } from './http2.js';
 import { Direction } from './layout.js';
 import type { AttrValue, ProcessRef, SidelightSpan } from './span.js';
-import { connAttributes, setMethod, spanIds } from './spanbuild.js';
+import { connAttributes, exportedQuery, setMethod, spanIds } from './spanbuild.js';
 import type { TraceCtx, TraceRegistry, Tuple } from './trace.js';
 
 const MAX_STREAMS = 1000;
@@ -332,13 +332,14 @@ export class Http2Handler {
         attrs[ATTR_URL_PATH] = target.path;
         const route = this.opts.routes?.route(target.path);
         if (route !== undefined) attrs[ATTR_HTTP_ROUTE] = route;
-        if (this.opts.captureQuery && target.query !== undefined) attrs[ATTR_URL_QUERY] = target.query;
+        const q = exportedQuery(target.query, this.opts.captureQuery, this.opts.redactQueryKeys);
+        if (q !== undefined) attrs[ATTR_URL_QUERY] = q;
         const ua = get(req, 'user-agent');
         if (ua !== undefined) attrs[ATTR_USER_AGENT_ORIGINAL] = ua;
       } else {
         const host = serverAddress.includes(':') ? `[${serverAddress}]` : serverAddress;
-        const query = this.opts.captureQuery && target.query !== undefined ? `?${target.query}` : '';
-        attrs[ATTR_URL_FULL] = `${scheme}://${host}:${serverPort}${target.path}${query}`;
+        const q = exportedQuery(target.query, this.opts.captureQuery, this.opts.redactQueryKeys);
+        attrs[ATTR_URL_FULL] = `${scheme}://${host}:${serverPort}${target.path}${q !== undefined ? `?${q}` : ''}`;
       }
       const status = Number(get(st.response, ':status') ?? 0);
       if (status) attrs[ATTR_HTTP_RESPONSE_STATUS_CODE] = status;

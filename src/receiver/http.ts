@@ -34,7 +34,7 @@ import { h2cUpgrade, type H2cUpgrade, type Http2Stats } from './http2.js';
 import { Direction } from './layout.js';
 import type { RouteTemplater } from './routes.js';
 import type { AttrValue, ProcessRef, SidelightSpan } from './span.js';
-import { connAttributes, setMethod, spanIds } from './spanbuild.js';
+import { connAttributes, exportedQuery, setMethod, spanIds } from './spanbuild.js';
 import type { TraceCtx, TraceRegistry, Tuple } from './trace.js';
 
 export type Role = 'server' | 'client';
@@ -56,6 +56,8 @@ export interface H2cHandoff {
 export interface HttpOptions {
   /** export url.query (off by default: query strings can carry secrets) */
   captureQuery: boolean;
+  /** with captureQuery: query keys (lowercased) whose values are exported as REDACTED */
+  redactQueryKeys?: ReadonlySet<string>;
   /** requests waiting for a response on one connection */
   maxPending: number;
   /** a request with no response head after this long ends with error.type timeout, ms (default 30000) */
@@ -354,7 +356,8 @@ export class HttpConnection {
       attrs[ATTR_URL_PATH] = target.path;
       const route = this.opts.routes?.route(target.path);
       if (route !== undefined) attrs[ATTR_HTTP_ROUTE] = route;
-      if (this.opts.captureQuery && target.query !== undefined) attrs[ATTR_URL_QUERY] = target.query;
+      const q = exportedQuery(target.query, this.opts.captureQuery, this.opts.redactQueryKeys);
+      if (q !== undefined) attrs[ATTR_URL_QUERY] = q;
       attrs[ATTR_SERVER_ADDRESS] = host?.host ?? this.info.local.address;
       attrs[ATTR_SERVER_PORT] = host?.port ?? this.info.local.port;
       attrs[ATTR_CLIENT_ADDRESS] = this.info.remote.address;
@@ -367,8 +370,8 @@ export class HttpConnection {
       attrs[ATTR_SERVER_ADDRESS] = serverHost;
       attrs[ATTR_SERVER_PORT] = serverPort;
       const authority = formatAuthority(serverHost, serverPort, 80);
-      const query = this.opts.captureQuery && target.query !== undefined ? `?${target.query}` : '';
-      attrs[ATTR_URL_FULL] = `http://${authority}${target.path}${query}`;
+      const q = exportedQuery(target.query, this.opts.captureQuery, this.opts.redactQueryKeys);
+      attrs[ATTR_URL_FULL] = `http://${authority}${target.path}${q !== undefined ? `?${q}` : ''}`;
     }
     if (isError) attrs[ATTR_ERROR_TYPE] = errorType ?? String(status);
 

@@ -54,3 +54,27 @@ export function spanIds(ctx: TraceCtx): Pick<SidelightSpan, 'traceId' | 'spanId'
     ...(ids.tracestate !== undefined ? { traceState: ids.tracestate } : {}),
   };
 }
+
+/**
+ * The query string to export (url.query, and in url.full), or undefined when it is not
+ * captured: off unless `captureQuery`; the values of `redactKeys` (lowercased names) become
+ * REDACTED, as the semantic conventions ask for sensitive query parameters.
+ */
+export function exportedQuery(query: string | undefined, captureQuery: boolean, redactKeys: ReadonlySet<string> | undefined): string | undefined {
+  if (!captureQuery || query === undefined) return undefined;
+  if (!redactKeys || redactKeys.size === 0) return query;
+  return query
+    .split('&')
+    .map((part) => {
+      const eq = part.indexOf('=');
+      const raw = eq < 0 ? part : part.slice(0, eq);
+      let name = raw;
+      try {
+        name = decodeURIComponent(raw.replace(/\+/g, ' '));
+      } catch {
+        /* a malformed escape: match the raw name */
+      }
+      return redactKeys.has(name.toLowerCase()) ? `${raw}=REDACTED` : part;
+    })
+    .join('&');
+}

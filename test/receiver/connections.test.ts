@@ -249,3 +249,15 @@ test("the far end of the agent's own connections is ignored (no export feedback 
   t.is(table.stats.selfTraffic, 1);
   t.is(table.stats.connected, 0, 'the agent itself is not a tracked client');
 });
+
+test('exportedQuery: off unless captured; configured keys (case-insensitive, percent-decoded) REDACTED, others kept', async (t) => {
+  const { exportedQuery } = await import('../../src/receiver/spanbuild.js');
+  const keys = new Set(['token', 'x-goog-signature']);
+  t.is(exportedQuery('token=abc&page=2', false, keys), undefined);
+  t.is(exportedQuery(undefined, true, keys), undefined);
+  t.is(exportedQuery('token=abc&page=2', true, keys), 'token=REDACTED&page=2');
+  t.is(exportedQuery('TOKEN=abc&X-Goog-Signature=s1&X%2DGoog%2DSignature=s2&flag&a=b=c', true, keys), 'TOKEN=REDACTED&X-Goog-Signature=REDACTED&X%2DGoog%2DSignature=REDACTED&flag&a=b=c');
+  t.is(exportedQuery('token', true, keys), 'token=REDACTED');
+  t.is(exportedQuery('%E0%A4%A=1&token=x', true, keys), '%E0%A4%A=1&token=REDACTED', 'a malformed escape is kept as is');
+  t.is(exportedQuery('token=abc', true, new Set()), 'token=abc');
+});
