@@ -3,7 +3,7 @@
 # Idempotent: a second run only asks dpkg. Needs root (or sudo) the first time.
 set -euo pipefail
 pkgs=(clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool pkg-config make g++ python3 curl
-      nginx-light iproute2 ca-certificates dnsmasq-base bind9-dnsutils)
+      nginx-light iproute2 ca-certificates dnsmasq-base bind9-dnsutils openssl util-linux)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
