@@ -323,15 +323,15 @@ test('a full forward queue answers 503 + Retry-After and Unavailable + RetryInfo
   try {
     const base = `http://${limited.addresses.http}`;
     const body = JSON.stringify(traces('rate', { attributes: [{ key: 'pad', value: { stringValue: 'x'.repeat(10_000) } }] }));
-    const codes: number[] = [];
-    let last: Response | undefined;
-    for (let i = 0; i < 5; i++) {
-      last = await post(`${base}/v1/traces`, body, { 'content-type': 'application/json' });
-      codes.push(last.status);
-    }
-    t.is(codes[0], 200);
-    t.is(codes.at(-1), 429);
-    t.truthy(last!.headers.get('retry-after'));
+    // ten ~10 kB requests at once against 30 kB/s: the bucket cannot refill in between, however
+    // slow the machine (sent one by one, a loaded machine refilled it and no 429 came)
+    const responses = await Promise.all(Array.from({ length: 10 }, () => post(`${base}/v1/traces`, body, { 'content-type': 'application/json' })));
+    const codes = responses.map((r) => r.status);
+    const throttled = responses.find((r) => r.status === 429);
+    t.true(codes.includes(200), `some accepted: ${codes.join(',')}`);
+    t.truthy(throttled, `some throttled: ${codes.join(',')}`);
+    t.truthy(throttled?.headers.get('retry-after'));
+    t.true(codes.every((c) => c === 200 || c === 429), codes.join(','));
     t.true(limited.senders.stats.throttledSender >= 1);
   } finally {
     await limited.stop(200);
