@@ -54,7 +54,7 @@ export class TraceTreeView {
 
   constructor(opts: Partial<TraceTreeOptions> = {}) {
     this.opts = {
-      holdMs: opts.holdMs ?? 500,
+      holdMs: opts.holdMs ?? 2000,
       maxTraces: opts.maxTraces ?? 1000,
       maxSpansPerTrace: opts.maxSpansPerTrace ?? 256,
       write: opts.write ?? ((s) => void process.stdout.write(s)),
