@@ -182,22 +182,24 @@ skip:
 	return false;
 }
 
-/* true when the socket passes the port filter (local or remote port listed) */
-static __always_inline bool sl_sock_wanted(struct sock *sk)
+/* true when traffic between these two ports passes the port filter (either port listed) */
+static __always_inline bool sl_ports_wanted(u16 lport, u16 rport)
 {
-	u16 lport, rport;
-	bool listed;
+	bool listed = bpf_map_lookup_elem(&sl_port_filter, &lport) != NULL ||
+		      bpf_map_lookup_elem(&sl_port_filter, &rport) != NULL;
 
-	if (sl_cfg.port_mode == SL_MODE_OFF)
-		return true;
-	lport = sl_sock_lport(sk);
-	rport = sl_sock_rport(sk);
-	listed = bpf_map_lookup_elem(&sl_port_filter, &lport) != NULL ||
-		 bpf_map_lookup_elem(&sl_port_filter, &rport) != NULL;
 	if (sl_cfg.port_mode == SL_MODE_INCLUDE ? listed : !listed)
 		return true;
 	sl_count(SL_CNT_FILTERED);
 	return false;
+}
+
+/* true when the socket passes the port filter (local or remote port listed) */
+static __always_inline bool sl_sock_wanted(struct sock *sk)
+{
+	if (sl_cfg.port_mode == SL_MODE_OFF)
+		return true;
+	return sl_ports_wanted(sl_sock_lport(sk), sl_sock_rport(sk));
 }
 
 static __always_inline u64 sl_wakeup_flags(void)
@@ -383,16 +385,9 @@ static __always_inline bool sl_udp_wanted(struct sock *sk, u8 sys, const struct 
  * it with a query it saw, or counts it unmatched. */
 static __always_inline bool sl_udp_port_wanted(struct sock *sk, u16 port)
 {
-	u16 lport;
-
 	if (sl_cfg.port_mode == SL_MODE_OFF || port == 0)
 		return true;
-	lport = sl_sock_lport(sk);
-	if ((bpf_map_lookup_elem(&sl_port_filter, &lport) != NULL ||
-	     bpf_map_lookup_elem(&sl_port_filter, &port) != NULL) == (sl_cfg.port_mode == SL_MODE_INCLUDE))
-		return true;
-	sl_count(SL_CNT_FILTERED);
-	return false;
+	return sl_ports_wanted(sl_sock_lport(sk), port);
 }
 
 /* One event for one message of sendmsg/recvmsg/sendmmsg/recvmmsg. */
