@@ -15,7 +15,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { copyFileSync, chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import test from 'ava';
 import { parse, parseAllDocuments } from 'yaml';
 import { CAPABILITY_NEEDS, CAPS } from '../../src/check.js';
@@ -28,6 +28,27 @@ const ROOT = repoRoot();
 const CLI = join(ROOT, 'dist', 'cli.js');
 const NOBODY = 65534;
 const DOCUMENTED = CAPABILITY_NEEDS.map((c) => c.cap);
+
+/*
+ * `nobody` must be able to reach the checkout: a clone in a 0700 directory (mktemp -d, a CI
+ * workspace) is not traversable by other users. For the length of this file, the directories
+ * above the checkout that lack search permission for others get it (o+x only: nothing becomes
+ * listable or readable), and get their modes back afterwards.
+ */
+const opened: Array<[string, number]> = [];
+test.before(() => {
+  for (let dir = ROOT; ; dir = dirname(dir)) {
+    const mode = statSync(dir).mode & 0o7777;
+    if ((mode & 0o001) === 0) {
+      chmodSync(dir, mode | 0o001);
+      opened.push([dir, mode]);
+    }
+    if (dirname(dir) === dir) break;
+  }
+});
+test.after.always(() => {
+  for (const [dir, mode] of opened.reverse()) chmodSync(dir, mode);
+});
 
 function hasSetpriv(): boolean {
   return spawnSync('setpriv', ['--version']).status === 0;
