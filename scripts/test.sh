@@ -47,5 +47,13 @@ if [ "${CI:-}" = "true" ] && [ "$skipped" -gt 0 ]; then
   rc=1
 fi
 [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ] && failed=1
+# CI shows only the end of this output: name each failure again, with the first lines ava
+# printed under its heading, right above the closing line.
+if [ "$failed" -gt 0 ]; then
+  echo "== failures"
+  grep -E '^\s*✘ |SKIPPED:' "$log" | sort -u | head -20
+  awk '/✘ \[fail\]/{f=1} f&&/^  ─$/{p=1; next} /^  [0-9]+ tests? failed/{p=0; f=0} p' "$log" \
+    | grep -v '^\s*$' | head -60
+fi
 echo "$passed passed, $failed failed, $skipped skipped"
 exit "$rc"
