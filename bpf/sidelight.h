@@ -136,6 +136,29 @@ struct sl_conn {
 };
 SL_STATIC_ASSERT(sizeof(struct sl_conn) == 48, "sl_conn size");
 
+/*
+ * Pickup of connections that predate the agent (bpf/iter.bpf.h, SEC("iter/tcp") sl_iter_tcp):
+ * one run walks every TCP socket of every network namespace once and writes one struct
+ * sl_pickup per socket it reports, back to back, with bpf_seq_write (the addon's runIter()
+ * returns them as one buffer; src/receiver/pickup.ts decodes them). Reported: every socket
+ * that can still carry data (any full-socket state but LISTEN and CLOSE) whose ports pass the
+ * port filter, and LISTEN sockets whose local port passes it (or that could not be
+ * remembered: SL_PICK_LISTEN_LOST). src/receiver/layout.ts PICKUP must match.
+ */
+#define SL_PICK_SERVER 1      /* its local port has a LISTEN socket in the same netns: accepted child */
+#define SL_PICK_LISTENER 2    /* a LISTEN socket (no connection) */
+#define SL_PICK_LISTEN_LOST 4 /* a LISTEN socket the listener table could not hold: roles are unsure */
+
+struct sl_pickup {
+	__u64 sock;          /* kernel address of struct sock, as sl_event.sock */
+	struct sl_conn conn; /* 4-tuple, family, netns inode */
+	__u32 uid;           /* socket owner uid */
+	__u8 state;          /* TCP state (TCP_ESTABLISHED 1, ..., TCP_LISTEN 10) */
+	__u8 flags;          /* SL_PICK_* */
+	__u16 _pad;
+};
+SL_STATIC_ASSERT(sizeof(struct sl_pickup) == 64, "sl_pickup size");
+
 /* Header of every ring buffer record; SL_EV_DATA records are followed by cap_len bytes. */
 struct sl_event {
 	__u8 type;        /* enum sl_event_type; must be first */

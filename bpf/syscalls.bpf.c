@@ -182,13 +182,22 @@ skip:
 	return false;
 }
 
+/* sl_ports_wanted without counting (the pickup iterator filters sockets, not syscalls) */
+static __always_inline bool sl_ports_pass(u16 lport, u16 rport)
+{
+	bool listed;
+
+	if (sl_cfg.port_mode == SL_MODE_OFF)
+		return true;
+	listed = bpf_map_lookup_elem(&sl_port_filter, &lport) != NULL ||
+		 bpf_map_lookup_elem(&sl_port_filter, &rport) != NULL;
+	return sl_cfg.port_mode == SL_MODE_INCLUDE ? listed : !listed;
+}
+
 /* true when traffic between these two ports passes the port filter (either port listed) */
 static __always_inline bool sl_ports_wanted(u16 lport, u16 rport)
 {
-	bool listed = bpf_map_lookup_elem(&sl_port_filter, &lport) != NULL ||
-		      bpf_map_lookup_elem(&sl_port_filter, &rport) != NULL;
-
-	if (sl_cfg.port_mode == SL_MODE_INCLUDE ? listed : !listed)
+	if (sl_ports_pass(lport, rport))
 		return true;
 	sl_count(SL_CNT_FILTERED);
 	return false;
@@ -489,6 +498,8 @@ static __always_inline void sl_describe_process(u64 pid_tgid)
 #include "tls.bpf.h"
 /* one summary per TCP connection (tp_btf/inet_sock_set_state): see that file's header */
 #include "tcp.bpf.h"
+/* pickup of connections that predate the agent (iter/tcp): see that file's header */
+#include "iter.bpf.h"
 
 static __always_inline int sl_enter(const struct pt_regs *regs, u8 sys)
 {

@@ -17,6 +17,7 @@
         "src/addon.cc",
         "src/attach_net.cc",
         "src/errors.cc",
+        "src/iter.cc",
         "src/layout.cc",
         "src/object.cc",
         "src/poller.cc"

@@ -5,10 +5,13 @@
  * gRPC) → span assembly and trace stitching → enrichment (process, container, Kubernetes)
  * → console trace trees, OTLP export and/or an OTLP JSON lines file (spans, and duration
  * metrics per workload); serves health and the agent's own metrics (GET /metrics, and
- * sidelight.* over OTLP: src/otlp/selfmetrics.ts).
+ * sidelight.* over OTLP: src/otlp/selfmetrics.ts). At start, the iter/tcp pickup seeds the
+ * connection table with the connections that predate the agent (receiver/pickup.ts).
  *
  * Lifetime: start() once, stop() once (idempotent). Everything runs on the main thread;
- * the addon's poll thread only hands over whole batches. Every loss is counted in stats().
+ * the addon's poll thread only hands over whole batches, which are processed in time
+ * slices so health, metrics and export keep their turns when the agent is starved of CPU
+ * (the backlog is bounded by pausing the poll thread). Every loss is counted in stats().
  */
 import { existsSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
@@ -42,12 +45,16 @@ import { DnsTracker } from './receiver/dns.js';
 import { SdkProcesses } from './receiver/sdkdetect.js';
 import { RouteTemplater } from './receiver/routes.js';
 import { TcpTracker } from './receiver/tcpconn.js';
-import { decodeBatch, type DecodeStats, type KernelEvent } from './receiver/decode.js';
+import { decodePickup, newPickupStats, seedFromPickup } from './receiver/pickup.js';
+import { decodeBatchFrom, type DecodeStats, type KernelEvent } from './receiver/decode.js';
 import {
   BPF_NAMES,
   COUNTER_NAMES,
   encodeConfig,
   EventType,
+  ITER_PROGRAM_NAMES,
+  ITER_PROGRAMS,
+  PICKUP,
   FILTER_EXCLUDE,
   FILTER_INCLUDE,
   FilterMode,
@@ -60,6 +67,9 @@ import {
 } from './receiver/layout.js';
 import type { SidelightSpan } from './receiver/span.js';
 import { AGENT_NAME, AGENT_VERSION } from './version.js';
+
+/** Longest stretch of batch processing before timers and I/O get a turn. */
+const BATCH_SLICE_MS = 10;
 
 /** Where the cgroup v2 hierarchy is mounted (hybrid systems mount it at .../unified). */
 export function cgroup2Root(): string {
@@ -135,6 +145,24 @@ export class Agent {
   /** ends HTTP requests / HTTP/2 streams unanswered past http.requestTimeoutMs */
   private requestTimer: NodeJS.Timeout | undefined;
   private batches = 0;
+  /** the iter/tcp pickup of connections open before the agent started (receiver/pickup.ts) */
+  private readonly pickupStats = newPickupStats();
+  /**
+   * Batches accepted from the poll thread and not yet processed, oldest first; the first may
+   * be part-done (from byte backlogHead). Processed in time slices (BATCH_SLICE_MS) from
+   * setImmediate, so timers and I/O (health, export) run between slices even when the agent
+   * is starved of CPU. Bounded: at backlogHigh bytes the poll thread is paused (records
+   * back up in the kernel ring, whose drops are counted) until it is down to backlogLow.
+   */
+  private readonly backlog: ArrayBuffer[] = [];
+  private backlogHead = 0;
+  private backlogBytes = 0;
+  private readonly backlogHigh: number;
+  private readonly backlogLow: number;
+  private drainScheduled = false;
+  private pollPaused = false;
+  private readonly backlogStats = { pauses: 0, slices: 0, peakBytes: 0 };
+  private readonly routeEvent = (ev: KernelEvent): void => this.route(ev);
   private ready = false;
   private stopped = false;
   attachResults: AttachResult[] = [];
@@ -143,6 +171,8 @@ export class Agent {
 
   constructor(config: Config) {
     this.config = config;
+    this.backlogHigh = 4 * config.capture.maxBatchBytes;
+    this.backlogLow = config.capture.maxBatchBytes;
     const extra = { ...config.export.resourceAttributes };
     this.cgroups = new CgroupIndex({ root: cgroup2Root() });
     this.processes = new ProcessCache({ maxProcesses: config.limits.processes, extraAttributes: extra, cgroups: this.cgroups });
@@ -269,8 +299,9 @@ export class Agent {
       const st = obj.enableStats();
       if (!st.ok) log.warn(`bpf run-time stats unavailable (errno ${st.errno}); per-probe time will read 0`);
 
-      // the TLS uprobes are attached per binary (TlsAttacher), not by their SEC()
-      this.attachResults = obj.attach(TLS_PROGRAM_NAMES);
+      // the TLS uprobes are attached per binary (TlsAttacher), not by their SEC(); the
+      // iterator runs once below (pickup()), it is not a probe
+      this.attachResults = obj.attach([...TLS_PROGRAM_NAMES, ...ITER_PROGRAM_NAMES]);
       const failed = this.attachResults.filter((r) => !r.ok);
       if (failed.length > 0) {
         throw new Error(`attach failed: ${failed.map((r) => `${r.name}: ${r.error} (errno ${r.errno})`).join('; ')}`);
@@ -282,6 +313,8 @@ export class Agent {
         (batch) => this.onBatch(batch),
         (err) => log.error(`ring buffer poll: ${err.message}`),
       );
+      // in the same tick as start(): the table is seeded before the first batch is handled
+      this.pickup(obj);
     } catch (e) {
       obj.close();
       this.obj = undefined;
@@ -341,14 +374,85 @@ export class Agent {
     log.info(`attached ${this.attachResults.map((r) => r.name).join(', ')}; health on http://${this.health.address}`);
   }
 
+  /**
+   * Seed the connection table with the TCP connections open before the agent started (the
+   * iter/tcp pickup). A failure is counted and logged, never fatal: those connections then
+   * get their role from their first bytes, as before.
+   */
+  private pickup(obj: NativeObject): void {
+    const st = this.pickupStats;
+    const t0 = performance.now();
+    try {
+      // every connection the table can hold, plus the listeners the kernel side remembers
+      const maxBytes = (this.config.limits.connections + 4096) * PICKUP.size;
+      const out = wrapNative(() => obj.runIter(ITER_PROGRAMS.tcp, maxBytes));
+      if (out.truncated) st.truncated++;
+      const { records } = decodePickup(out.data);
+      seedFromPickup(records, this.table, st, this.clock.nowMono());
+      st.runs++;
+    } catch (e) {
+      st.failed++;
+      log.warn(`pickup of existing connections failed (their roles will come from their bytes): ${(e as Error).message}`);
+    }
+    st.durationMs = Math.round((performance.now() - t0) * 10) / 10;
+    log.info(
+      `pickup: ${st.seen} connections seen, ${st.seededServer} server + ${st.seededClient} client seeded, ${st.listeners} listeners, ${st.durationMs} ms`,
+    );
+  }
+
   private onBatch(batch: ArrayBuffer): void {
     this.batches++;
-    try {
-      decodeBatch(batch, (ev) => this.route(ev), this.decodeStats);
-    } catch (e) {
-      // a bug, not traffic: keep running, count it, say it
-      this.decodeStats.malformed++;
-      log.error(`batch processing failed: ${(e as Error).stack ?? String(e)}`);
+    this.backlog.push(batch);
+    this.backlogBytes += batch.byteLength;
+    if (this.backlogBytes > this.backlogStats.peakBytes) this.backlogStats.peakBytes = this.backlogBytes;
+    if (!this.pollPaused && this.backlogBytes >= this.backlogHigh && this.obj) {
+      this.pollPaused = true;
+      this.backlogStats.pauses++;
+      this.obj.setPaused(true);
+    }
+    if (!this.drainScheduled) {
+      this.drainScheduled = true;
+      setImmediate(() => {
+        this.drainScheduled = false;
+        this.drainBacklog(BATCH_SLICE_MS);
+      });
+    }
+  }
+
+  /** Process backlog for about sliceMs (Infinity: all of it), then reschedule if any is left. */
+  private drainBacklog(sliceMs: number): void {
+    this.backlogStats.slices++;
+    const until = performance.now() + sliceMs;
+    const shouldYield = Number.isFinite(sliceMs) ? () => performance.now() >= until : undefined;
+    while (this.backlog.length > 0) {
+      const b = this.backlog[0]!;
+      let next = b.byteLength;
+      try {
+        next = decodeBatchFrom(b, this.routeEvent, this.decodeStats, this.backlogHead, shouldYield);
+      } catch (e) {
+        // a bug, not traffic: keep running, count it, say it (the rest of the batch is lost)
+        this.decodeStats.malformed++;
+        log.error(`batch processing failed: ${(e as Error).stack ?? String(e)}`);
+      }
+      if (next < b.byteLength) {
+        this.backlogHead = next;
+        break;
+      }
+      this.backlog.shift();
+      this.backlogHead = 0;
+      this.backlogBytes -= b.byteLength;
+      if (shouldYield?.()) break;
+    }
+    if (this.pollPaused && this.backlogBytes <= this.backlogLow) {
+      this.pollPaused = false;
+      this.obj?.setPaused(false);
+    }
+    if (this.backlog.length > 0 && !this.drainScheduled && !this.stopped) {
+      this.drainScheduled = true;
+      setImmediate(() => {
+        this.drainScheduled = false;
+        this.drainBacklog(BATCH_SLICE_MS);
+      });
     }
   }
 
@@ -460,6 +564,7 @@ export class Agent {
       metrics: this.metricExporter ? this.metricExporter.stats : null,
       ...(this.receiver ? { receiver: this.receiver.selfStats() } : {}),
       sdk: { deduplicated: this.sdk.stats.deduplicated, processes: this.sdk.size },
+      pickup: { ...this.pickupStats },
     };
   }
 
@@ -472,6 +577,7 @@ export class Agent {
       kernel: this.kernelCounters(),
       probes,
       batches: this.batches,
+      backlog: { bytes: this.backlogBytes, batches: this.backlog.length, paused: this.pollPaused, highBytes: this.backlogHigh, ...this.backlogStats },
       decode: { ...this.decodeStats },
       connections: { size: this.table.size, ...this.table.stats, http: { ...this.table.stats.http }, trace: { ...this.table.stats.trace, ...this.table.traces.sizes } },
       dns: { pending: this.dns.size, ...this.dns.stats },
@@ -487,6 +593,7 @@ export class Agent {
       sdk: { dedup: this.config.sdk.dedup, ...this.sdk.stats },
       serviceGraph: { edges: this.graph.edgeCount, pending: this.graph.pending, ...this.graph.stats },
       tcp: { accepted: this.tcp.size, ...this.tcp.stats, metrics: this.connMetrics ? { ...this.connMetrics.stats } : null },
+      pickup: { ...this.pickupStats },
       metrics: this.metrics ? { workloads: this.metrics.workloadCount, ...this.metrics.stats, ...this.metricLoop?.stats } : null,
     };
   }
@@ -499,6 +606,7 @@ export class Agent {
     if (this.dnsTimer) clearInterval(this.dnsTimer);
     if (this.requestTimer) clearInterval(this.requestTimer);
     this.obj?.stop();
+    this.drainBacklog(Infinity); // what the poll thread handed over is processed, then flushed
     this.tls?.stop();
     this.injection?.close();
     this.injection = undefined;

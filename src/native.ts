@@ -28,6 +28,7 @@ export interface NativeLayout {
   sl_conn: StructLayout;
   sl_config: StructLayout;
   sl_tcp_summary: StructLayout;
+  sl_pickup: StructLayout;
   /** #defines and enum values: SL_MAX_CAPTURE, SL_COMM_LEN, SL_CNT__MAX, SL_EV_DATA, ... */
   constants: Record<string, number>;
 }
@@ -85,6 +86,14 @@ export interface NativeObject {
    */
   attachSockMap(program: string, map: string): void;
   /**
+   * Run the iterator program `program` (a SEC("iter/...") program of this object) once: attach
+   * it as an iterator link, create the iterator, read its whole output, close both. Returns at
+   * most `maxBytes` of the output as one ArrayBuffer; `truncated` says more was left unread.
+   * Blocks the calling thread for the kernel's walk. Throws (step 'iter', with errno) when the
+   * program is missing, cannot be attached as an iterator, or the read fails.
+   */
+  runIter(program: string, maxBytes: number): { data: ArrayBuffer; truncated: boolean };
+  /**
    * Start the poll thread on ring buffer map `ringMap`. It waits at most pollTimeoutMs
    * (returning earlier when the kernel signals data or the ring is already non-empty), drains
    * the ring and calls onBatch with ArrayBuffers laid out as repeated
@@ -111,6 +120,12 @@ export interface NativeObject {
    * called from inside onBatch. start() may be called again afterwards.
    */
   stop(): void;
+  /**
+   * setPaused(true): the poll thread stops draining the ring after the drain in progress
+   * (batches already queued are still delivered), so records back up in the kernel ring
+   * buffer, whose drops the BPF side counts. setPaused(false) resumes. No-op when stopped.
+   */
+  setPaused(paused: boolean): void;
   /** Insert or replace (BPF_ANY). For per-CPU maps `value` holds one 8-byte aligned slot per possible CPU. */
   mapUpdate(map: string, key: Uint8Array, value: Uint8Array): void;
   /** false if the key was absent. */

@@ -74,6 +74,9 @@ test('deploy/chart: helm lint passes; helm template renders valid objects that m
   const [rc, pc] = [container(byKind(rendered, 'DaemonSet')), container(byKind(plain, 'DaemonSet'))];
   t.deepEqual(rc.securityContext, pc.securityContext, 'same capabilities and security context');
   t.deepEqual(rc.livenessProbe.httpGet, pc.livenessProbe.httpGet);
+  // the overload test (reliability-outage) holds /healthz to this timeout at 2% of a CPU
+  t.is(pc.livenessProbe.timeoutSeconds, 5);
+  t.is(rc.livenessProbe.timeoutSeconds, 5);
   t.deepEqual(rc.readinessProbe.httpGet, pc.readinessProbe.httpGet);
   t.deepEqual(
     rc.volumeMounts.map((v: { mountPath: string }) => v.mountPath).sort(),

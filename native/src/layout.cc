@@ -74,6 +74,13 @@ Napi::Value Layout(const Napi::CallbackInfo& info) {
   SL_OFFSET(tcp, sl_tcp_summary, old_state);
   SL_OFFSET(tcp, sl_tcp_summary, sk_err);
 
+  Napi::Object pick = Napi::Object::New(env);
+  SL_OFFSET(pick, sl_pickup, sock);
+  SL_OFFSET(pick, sl_pickup, conn);
+  SL_OFFSET(pick, sl_pickup, uid);
+  SL_OFFSET(pick, sl_pickup, state);
+  SL_OFFSET(pick, sl_pickup, flags);
+
   Napi::Object k = Napi::Object::New(env);
 #define SL_CONST(name) k.Set(#name, Napi::Number::New(env, static_cast<double>(name)))
   SL_CONST(SL_MAX_CAPTURE);
@@ -120,6 +127,9 @@ Napi::Value Layout(const Napi::CallbackInfo& info) {
   SL_CONST(SL_CNT_TCP_UNTRACKED);
   SL_CONST(SL_CNT_TCP_TABLE_FULL);
   SL_CONST(SL_CNT__MAX);
+  SL_CONST(SL_PICK_SERVER);
+  SL_CONST(SL_PICK_LISTENER);
+  SL_CONST(SL_PICK_LISTEN_LOST);
   SL_CONST(SL_FILTER_INCLUDE);
   SL_CONST(SL_FILTER_EXCLUDE);
   SL_CONST(SL_MODE_OFF);
@@ -132,6 +142,7 @@ Napi::Value Layout(const Napi::CallbackInfo& info) {
   out.Set("sl_conn", Struct(env, sizeof(struct sl_conn), conn));
   out.Set("sl_config", Struct(env, sizeof(struct sl_config), cfg));
   out.Set("sl_tcp_summary", Struct(env, sizeof(struct sl_tcp_summary), tcp));
+  out.Set("sl_pickup", Struct(env, sizeof(struct sl_pickup), pick));
   out.Set("constants", k);
   return out;
 }

@@ -109,8 +109,10 @@ void NativeObject::Init(Napi::Env env) {
           InstanceMethod<&NativeObject::DetachUprobe>("detachUprobe"),
           InstanceMethod<&NativeObject::AttachCgroup>("attachCgroup"),
           InstanceMethod<&NativeObject::AttachSockMap>("attachSockMap"),
+          InstanceMethod<&NativeObject::RunIter>("runIter"),
           InstanceMethod<&NativeObject::Start>("start"),
           InstanceMethod<&NativeObject::Stop>("stop"),
+          InstanceMethod<&NativeObject::SetPaused>("setPaused"),
           InstanceMethod<&NativeObject::MapUpdate>("mapUpdate"),
           InstanceMethod<&NativeObject::MapDelete>("mapDelete"),
           InstanceMethod<&NativeObject::MapLookup>("mapLookup"),
@@ -373,6 +375,14 @@ Napi::Value NativeObject::Start(const Napi::CallbackInfo& info) {
 Napi::Value NativeObject::Stop(const Napi::CallbackInfo& info) {
   StopPoller();
   return info.Env().Undefined();
+}
+
+// setPaused(paused): stop / restart draining the ring buffer; a no-op when not started.
+Napi::Value NativeObject::SetPaused(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsBoolean()) ThrowTypeError(env, "paused must be a boolean");
+  if (poller_) poller_->SetPaused(info[0].As<Napi::Boolean>().Value());
+  return env.Undefined();
 }
 
 Napi::Value NativeObject::MapUpdate(const Napi::CallbackInfo& info) {

@@ -50,8 +50,11 @@ class NativeObject : public Napi::ObjectWrap<NativeObject> {
   Napi::Value AttachCgroup(const Napi::CallbackInfo& info);
   Napi::Value AttachSockMap(const Napi::CallbackInfo& info);
   void DetachNet();  // sk_msg attachments made by AttachSockMap(); no JS calls
+  // runIter(program, maxBytes) -> { data, truncated } — iter.cc
+  Napi::Value RunIter(const Napi::CallbackInfo& info);
   Napi::Value Start(const Napi::CallbackInfo& info);
   Napi::Value Stop(const Napi::CallbackInfo& info);
+  Napi::Value SetPaused(const Napi::CallbackInfo& info);
   Napi::Value MapUpdate(const Napi::CallbackInfo& info);
   Napi::Value MapDelete(const Napi::CallbackInfo& info);
   Napi::Value MapLookup(const Napi::CallbackInfo& info);

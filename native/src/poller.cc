@@ -2,6 +2,7 @@
 #include "poller.h"
 
 #include <bpf/libbpf.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -127,17 +128,26 @@ void Poller::ReleaseTsfn(bool abort) {
   }
 }
 
+void Poller::Wake() {
+  if (event_fd_ < 0) return;
+  uint64_t one = 1;
+  ssize_t n = write(event_fd_, &one, sizeof one);
+  (void)n;  // EAGAIN only if already signalled
+}
+
+void Poller::SetPaused(bool paused) {
+  if (stopped_) return;
+  bool was = paused_.exchange(paused);
+  if (was && !paused) Wake();
+}
+
 void Poller::Stop() {
   if (stopped_) return;
   stopped_ = true;
   if (cancelled_) cancelled_->store(true);
   stopping_.store(true);
   ReleaseTsfn(true);  // wakes a BlockingCall stuck on a full queue; drops queued batches
-  if (event_fd_ >= 0) {
-    uint64_t one = 1;
-    ssize_t n = write(event_fd_, &one, sizeof one);
-    (void)n;  // EAGAIN only if already signalled
-  }
+  Wake();
   if (thread_.joinable()) thread_.join();
   if (rb_ != nullptr) ring_buffer__free(rb_);
   rb_ = nullptr;
@@ -151,16 +161,35 @@ Poller::~Poller() { Stop(); }
 void Poller::Run() {
   pthread_setname_np(pthread_self(), "sl-ringbuf");
   epoll_event events[2];
+  uint64_t drained = 0;
   while (!stopping_.load(std::memory_order_relaxed)) {
+    if (paused_.load()) {
+      // Paused by JS: wait for resume or stop only; the kernel ring keeps the records.
+      pollfd pfd{event_fd_, POLLIN, 0};
+      int n = poll(&pfd, 1, 1000);
+      if (n < 0 && errno != EINTR) {
+        Fail(errno);
+        break;
+      }
+      if (n > 0) {
+        ssize_t r = read(event_fd_, &drained, sizeof drained);
+        (void)r;
+      }
+      continue;
+    }
     int n = epoll_wait(epoll_fd_, events, 2, timeout_ms_);
     if (n < 0) {
       if (errno == EINTR) continue;
       Fail(errno);
       break;
     }
-    bool stop = false;
-    for (int i = 0; i < n; i++) stop = stop || events[i].data.u64 == kTagStop;
-    if (stop || stopping_.load()) break;
+    for (int i = 0; i < n; i++) {
+      if (events[i].data.u64 == kTagStop) {  // stop or resume: the flags say which
+        ssize_t r = read(event_fd_, &drained, sizeof drained);
+        (void)r;
+      }
+    }
+    if (stopping_.load()) break;
     int r = ring_buffer__consume(rb_);
     if (js_gone_ || stopping_.load()) break;
     if (r < 0) {

@@ -13,6 +13,11 @@
 // bounded queue is the backpressure: while JS lags, records stay in the kernel ring and the
 // BPF side counts what it cannot reserve.
 //
+// Pause: SetPaused(true) (JS thread) makes the poll thread stop draining the ring after the
+// drain in progress; it then waits on the eventfd only, and records back up in the kernel
+// ring exactly as with a full queue. SetPaused(false) wakes it. JS uses this to bound the
+// batches it has accepted but not yet processed, while it processes them in time slices.
+//
 // Stop semantics: after Stop() returns, onBatch/onError are never called again. Batches
 // (and a pending error) still queued for the JS thread are DROPPED, not delivered: Stop()
 // aborts the ThreadSafeFunction (which also wakes a poll thread blocked on a full queue —
@@ -52,6 +57,8 @@ class Poller {
                                        Napi::Function on_batch, Napi::Function on_error);
   // JS thread; idempotent.
   void Stop();
+  // JS thread: stop / restart draining the ring (see "Pause" above).
+  void SetPaused(bool paused);
   ~Poller();
 
   Poller(const Poller&) = delete;
@@ -64,6 +71,7 @@ class Poller {
   bool Flush();                                      // poll thread: false once JS is gone
   void Fail(int err);                                // poll thread: report to onError
   void ReleaseTsfn(bool abort);                      // any thread, once
+  void Wake();                                       // any thread: signal the eventfd
 
   std::string map_name_;
   int timeout_ms_ = 0;
@@ -79,6 +87,7 @@ class Poller {
   bool tsfn_released_ = false;                       // guarded by tsfn_mu_
   std::shared_ptr<std::atomic<bool>> cancelled_;     // shared with PollContext
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> paused_{false};
 
   // poll thread only
   std::vector<uint8_t> batch_;

@@ -46,7 +46,25 @@ export interface SelfSnapshot {
   receiver?: ReceiverSelfStats;
   /** SDK detection and de-duplication; absent in snapshots made without it */
   sdk?: SdkSelfStats;
+  /** the iter/tcp pickup of connections open before the agent started; absent in snapshots made without it */
+  pickup?: PickupSelfStats;
 }
+
+/** The pickup at start (receiver/pickup.ts PickupStats; only the counts exported here). */
+export interface PickupSelfStats {
+  listeners: number;
+  seen: number;
+  seededServer: number;
+  seededClient: number;
+  skippedKnown: number;
+  skippedClosing: number;
+  skippedRoleUnsure: number;
+  skippedTableFull: number;
+  failed: number;
+}
+
+/** Every outcome of a connected socket found by the pickup, each an `outcome` value of sidelight.pickup.sockets. */
+export const PICKUP_OUTCOMES = ['seeded_server', 'seeded_client', 'already_known', 'closing', 'role_unsure', 'table_full'] as const;
 
 /** What the OTLP receiver reports to self-telemetry (counts of items: spans, data points, log records). */
 export interface ReceiverSelfStats {
@@ -161,6 +179,22 @@ export function selfMetrics(s: SelfSnapshot): SelfMetric[] {
     out.push(
       { name: 'sidelight.spans.deduplicated', prom: 'sidelight_spans_deduplicated_total', description: 'eBPF spans dropped because their process sends the same hops through its SDK (seen exporting traces, or through the OTLP receiver).', unit: '{span}', kind: 'counter', points: [p(s.sdk.deduplicated)] },
       { name: 'sidelight.sdk.processes', prom: 'sidelight_sdk_processes', description: 'Processes known to export their own traces (SDK-instrumented).', unit: '{process}', kind: 'gauge', points: [p(s.sdk.processes)] },
+    );
+  }
+  const k = s.pickup;
+  if (k) {
+    const outcomes: Record<(typeof PICKUP_OUTCOMES)[number], number> = {
+      seeded_server: k.seededServer,
+      seeded_client: k.seededClient,
+      already_known: k.skippedKnown,
+      closing: k.skippedClosing,
+      role_unsure: k.skippedRoleUnsure,
+      table_full: k.skippedTableFull,
+    };
+    out.push(
+      { name: 'sidelight.pickup.sockets', prom: 'sidelight_pickup_sockets_total', description: 'Connected TCP sockets open before the agent started, found by the pickup at start, by outcome.', unit: '{socket}', kind: 'counter', points: PICKUP_OUTCOMES.map((o) => p(outcomes[o], { outcome: o })) },
+      { name: 'sidelight.pickup.listeners', prom: 'sidelight_pickup_listeners_total', description: 'Listening TCP sockets found by the pickup at start (on wanted ports).', unit: '{socket}', kind: 'counter', points: [p(k.listeners)] },
+      { name: 'sidelight.pickup.failures', prom: 'sidelight_pickup_failures_total', description: 'Pickup runs that failed (roles then come from the first bytes).', unit: '{run}', kind: 'counter', points: [p(k.failed)] },
     );
   }
   if (s.traces) {

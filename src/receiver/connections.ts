@@ -18,6 +18,13 @@
  * once plaintext arrives from the SSL_* uprobes (syscall ssl_read/ssl_write, tls.ts) only
  * that is parsed, and its spans get url.scheme https.
  *
+ * Connections that predate the agent are seeded at start by the iter/tcp pickup (pickup.ts,
+ * seed()) with their role from the kernel, so their first bytes need not say it. Until a
+ * seeded connection sees a request, chunks in its response direction are the tail of a
+ * response in flight when the agent started: skipped without counting towards giving up on
+ * the connection (up to PICKUP_TAIL_CHUNKS), so a long response does not get the
+ * keep-alive connection ignored before its next request.
+ *
  * Bounded by `maxConnections`: inserting past the bound evicts the oldest entry
  * (counted). Entries leave on close() or when idle longer than `idleMs` (sweep()).
  * Single-threaded: fed by the receiver in batch order.
@@ -50,6 +57,10 @@ export interface ConnectionTableOptions {
 
 export interface ConnectionStats {
   opened: number;
+  /** connections seeded by the pickup of pre-existing sockets (seed()) */
+  pickedUp: number;
+  /** response-direction chunks skipped on seeded connections before their first request */
+  pickupTailChunks: number;
   accepted: number;
   connected: number;
   failedConnects: number;
@@ -86,6 +97,8 @@ const SHORT_CHUNK = 16;
 const MAX_EARLY = 4;
 /** Bound of the set of the agent's own socket endpoints. */
 const MAX_SELF_ENDPOINTS = 1024;
+/** Response-direction chunks a seeded connection may skip before its first request. */
+const PICKUP_TAIL_CHUNKS = 4096;
 const EINPROGRESS = 115;
 
 interface Conn {
@@ -105,7 +118,14 @@ interface Conn {
   tls: 'none' | 'ciphertext' | 'plaintext';
   /** any data seen yet (a TLS connection is recognised by its first bytes) */
   dataSeen: boolean;
+  /** seeded by the pickup (seed()): the role is the kernel's, no event opened it */
+  picked: boolean;
+  /** response-direction chunks skipped while picked and before the first request */
+  tailChunks: number;
 }
+
+/** What seed() did with one pre-existing socket. */
+export type SeedOutcome = 'seeded' | 'role_set' | 'known' | 'table_full';
 
 const ECONNRESET = 104;
 const EPIPE = 32;
@@ -138,6 +158,8 @@ export class ConnectionTable {
     });
     this.stats = {
       opened: 0,
+      pickedUp: 0,
+      pickupTailChunks: 0,
       accepted: 0,
       connected: 0,
       failedConnects: 0,
@@ -225,9 +247,48 @@ export class ConnectionTable {
     }
   }
 
+  /**
+   * Seed a connection that was open before the agent started (the iter/tcp pickup), with
+   * the role the kernel gives it. An entry already opened by an event keeps its role, or
+   * takes this one if its bytes did not tell yet ('role_set'); with the table full nothing
+   * is evicted for a connection that may stay idle ('table_full').
+   */
+  seed(sock: bigint, info: ConnInfo, role: Role, nowMono: bigint): SeedOutcome {
+    const old = this.conns.get(sock);
+    if (old) {
+      if (old.role !== undefined) return 'known';
+      old.role = role;
+      old.picked = true;
+      this.stats.pickedUp++;
+      return 'role_set';
+    }
+    if (this.conns.size >= this.opts.maxConnections) return 'table_full';
+    this.conns.set(sock, {
+      sock,
+      info,
+      role,
+      protocol: 'unknown',
+      http: undefined,
+      h2: undefined,
+      early: [],
+      seenChunks: 0,
+      lastSeen: nowMono,
+      reset: false,
+      tls: 'none',
+      dataSeen: false,
+      picked: true,
+      tailChunks: 0,
+    });
+    this.stats.pickedUp++;
+    return 'seeded';
+  }
+
   private open(ev: KernelEvent, role: Role | undefined): Conn {
     const old = this.conns.get(ev.sock);
-    if (old) {
+    if (old?.picked && !old.dataSeen) {
+      // seeded by the pickup, and the accept/connect of the same socket was still queued
+      this.conns.delete(ev.sock);
+    } else if (old) {
       // the kernel reused the struct sock of a connection whose close we did not see
       closeHandler(old, 'connection_closed', ev.tsStart);
       this.conns.delete(ev.sock);
@@ -254,6 +315,8 @@ export class ConnectionTable {
       reset: false,
       tls: 'none',
       dataSeen: false,
+      picked: false,
+      tailChunks: 0,
     };
     this.conns.set(ev.sock, c);
     this.stats.opened++;
@@ -269,7 +332,8 @@ export class ConnectionTable {
       return;
     }
     let c = this.conns.get(ev.sock);
-    if (!c) c = this.open(ev, undefined); // a connection that predates the agent
+    if (!c) c = this.open(ev, undefined); // a connection that predates the agent (and the pickup)
+    else if (c.picked && !c.dataSeen) this.opts.onNewConnection?.(ev); // its process, first seen now
     c.lastSeen = ev.tsEnd;
     // the 4-tuple of a connected socket is complete only after connect returns
     if (c.info.remote.port === 0) c.info = ev.conn;
@@ -373,6 +437,12 @@ export class ConnectionTable {
       else if (looksLikeHttp1(ev.data, 'response')) c.role = ingress ? 'client' : 'server';
     }
     const requestDir = c.role !== undefined && (c.role === 'server') === ingress;
+    if (c.picked && !requestDir && c.tailChunks < PICKUP_TAIL_CHUNKS) {
+      // the rest of a response that was in flight when the agent started
+      c.tailChunks++;
+      this.stats.pickupTailChunks++;
+      return false;
+    }
     // A short first chunk (a request line split by the sender) cannot be judged yet: let
     // the parser see it; it resynchronises by itself if this is not HTTP after all.
     if (c.role !== undefined && requestDir && (request || ev.data.length < SHORT_CHUNK)) {

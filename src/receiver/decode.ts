@@ -78,7 +78,8 @@ export function formatIPv6(b: Uint8Array, off: number): string {
   return `${hex(groups.slice(0, bestStart))}::${hex(groups.slice(bestStart + bestLen))}`;
 }
 
-function decodeConn(bytes: Uint8Array, dv: DataView, base: number): ConnInfo {
+/** struct sl_conn at `base` (also used by the pickup records, pickup.ts). */
+export function decodeConn(bytes: Uint8Array, dv: DataView, base: number): ConnInfo {
   const family = dv.getUint16(base + CONN.family, true);
   const v4 = family === 2;
   const local = v4 ? ipv4(bytes, base + CONN.saddr) : formatIPv6(bytes, base + CONN.saddr);
@@ -97,6 +98,106 @@ function decodeComm(bytes: Uint8Array, off: number): string {
   return String.fromCharCode.apply(null, bytes.subarray(off, end) as unknown as number[]);
 }
 
+// ---- per-event decode caches ---------------------------------------------------------------
+// Every event carries its thread's comm, its socket's sl_conn and 64-bit ids that repeat from
+// event to event; decoding them afresh (strings, objects, BigInts) was most of the receiver's
+// allocation. Each cache is a fixed array of slots (direct-mapped by a hash of the raw bytes,
+// a colliding entry replaces the old one), compared word by word against the raw bytes, so a
+// hit is exactly what decoding would give. The values handed out are shared between events:
+// ConnInfo objects and strings are never modified by consumers. Module state, main thread.
+
+/** slots per cache (a power of two): bound of each cache */
+export const DECODE_CACHE_SLOTS = 256;
+const SLOT_MASK = DECODE_CACHE_SLOTS - 1;
+/** words of struct sl_conn compared (44 bytes: addresses, ports, family, netns; not the tail padding) */
+const CONN_WORDS = 11;
+const COMM_WORDS = SL_COMM_LEN / 4;
+
+/** hits and misses of the decode caches (self-telemetry, benchmarks) */
+export const decodeCacheStats = { hits: 0, misses: 0 };
+
+const connRaw = new Uint32Array(DECODE_CACHE_SLOTS * CONN_WORDS);
+const connVal: (ConnInfo | undefined)[] = new Array<ConnInfo | undefined>(DECODE_CACHE_SLOTS).fill(undefined);
+const commRaw = new Uint32Array(DECODE_CACHE_SLOTS * COMM_WORDS);
+const commVal: (string | undefined)[] = new Array<string | undefined>(DECODE_CACHE_SLOTS).fill(undefined);
+const u64Raw = new Uint32Array(DECODE_CACHE_SLOTS * 2);
+const u64Val: bigint[] = new Array<bigint>(DECODE_CACHE_SLOTS).fill(0n);
+
+function mix(h: number, w: number): number {
+  return Math.imul(h ^ w, 0x9e3779b1) ^ (h >>> 15);
+}
+
+function cachedConn(bytes: Uint8Array, dv: DataView, base: number): ConnInfo {
+  let h = 0;
+  for (let i = 0; i < CONN_WORDS; i++) h = mix(h, dv.getUint32(base + 4 * i, true));
+  const slot = (h ^ (h >>> 16)) & SLOT_MASK;
+  const at = slot * CONN_WORDS;
+  const hit = connVal[slot];
+  if (hit !== undefined) {
+    let same = true;
+    for (let i = 0; i < CONN_WORDS; i++) {
+      if (connRaw[at + i] !== dv.getUint32(base + 4 * i, true)) {
+        same = false;
+        break;
+      }
+    }
+    if (same) {
+      decodeCacheStats.hits++;
+      return hit;
+    }
+  }
+  decodeCacheStats.misses++;
+  for (let i = 0; i < CONN_WORDS; i++) connRaw[at + i] = dv.getUint32(base + 4 * i, true);
+  const c = decodeConn(bytes, dv, base);
+  connVal[slot] = c;
+  return c;
+}
+
+function cachedComm(bytes: Uint8Array, dv: DataView, off: number): string {
+  let h = 0;
+  for (let i = 0; i < COMM_WORDS; i++) h = mix(h, dv.getUint32(off + 4 * i, true));
+  const slot = (h ^ (h >>> 16)) & SLOT_MASK;
+  const at = slot * COMM_WORDS;
+  const hit = commVal[slot];
+  if (hit !== undefined) {
+    let same = true;
+    for (let i = 0; i < COMM_WORDS; i++) {
+      if (commRaw[at + i] !== dv.getUint32(off + 4 * i, true)) {
+        same = false;
+        break;
+      }
+    }
+    if (same) {
+      decodeCacheStats.hits++;
+      return hit;
+    }
+  }
+  decodeCacheStats.misses++;
+  for (let i = 0; i < COMM_WORDS; i++) commRaw[at + i] = dv.getUint32(off + 4 * i, true);
+  const c = decodeComm(bytes, off);
+  commVal[slot] = c;
+  return c;
+}
+
+/** a u64 that repeats (socket pointer, cgroup id): the same BigInt value, allocated once */
+function cachedU64(dv: DataView, off: number): bigint {
+  const lo = dv.getUint32(off, true);
+  const hi = dv.getUint32(off + 4, true);
+  if (lo === 0 && hi === 0) return 0n;
+  const h = mix(mix(0, lo), hi);
+  const slot = (h ^ (h >>> 16)) & SLOT_MASK;
+  if (u64Raw[2 * slot] === lo && u64Raw[2 * slot + 1] === hi && u64Val[slot] !== 0n) {
+    decodeCacheStats.hits++;
+    return u64Val[slot]!;
+  }
+  decodeCacheStats.misses++;
+  const v = dv.getBigUint64(off, true);
+  u64Raw[2 * slot] = lo;
+  u64Raw[2 * slot + 1] = hi;
+  u64Val[slot] = v;
+  return v;
+}
+
 /** Decode one record that starts at `off` and is `len` bytes long; undefined if malformed. */
 export function decodeEvent(bytes: Uint8Array, dv: DataView, off: number, len: number): KernelEvent | undefined {
   if (len < EVENT.size) return undefined;
@@ -112,28 +213,41 @@ export function decodeEvent(bytes: Uint8Array, dv: DataView, off: number, len: n
     tgid: dv.getUint32(off + EVENT.tgid, true),
     tid: dv.getUint32(off + EVENT.tid, true),
     fd: dv.getInt32(off + EVENT.fd, true),
-    sock: dv.getBigUint64(off + EVENT.sock, true),
-    cgroupId: dv.getBigUint64(off + EVENT.cgroup_id, true),
+    sock: cachedU64(dv, off + EVENT.sock),
+    cgroupId: cachedU64(dv, off + EVENT.cgroup_id),
     tsStart: dv.getBigUint64(off + EVENT.ts_start, true),
     tsEnd: dv.getBigUint64(off + EVENT.ts_end, true),
-    ret: Number(dv.getBigInt64(off + EVENT.ret, true)),
-    comm: decodeComm(bytes, off + EVENT.comm),
-    conn: decodeConn(bytes, dv, off + EVENT.conn),
+    // s64 without a BigInt: hi * 2^32 is exact, the one addition rounds as Number(BigInt) does
+    ret: dv.getInt32(off + EVENT.ret + 4, true) * 0x100000000 + dv.getUint32(off + EVENT.ret, true),
+    comm: cachedComm(bytes, dv, off + EVENT.comm),
+    conn: cachedConn(bytes, dv, off + EVENT.conn),
     data: bytes.subarray(off + EVENT.size, off + EVENT.size + capLen),
   };
 }
 
-/** Decode a whole batch; calls `onEvent` for each well-formed record. */
-export function decodeBatch(batch: ArrayBuffer, onEvent: (e: KernelEvent) => void, stats: DecodeStats): void {
+/**
+ * Decode a batch from byte offset `from` (a record boundary); calls `onEvent` for each
+ * well-formed record. With `shouldYield` (asked every 64 records) it may stop early and
+ * returns the offset to resume from; it returns `batch.byteLength` once the batch is done.
+ */
+export function decodeBatchFrom(
+  batch: ArrayBuffer,
+  onEvent: (e: KernelEvent) => void,
+  stats: DecodeStats,
+  from = 0,
+  shouldYield?: () => boolean,
+): number {
   const bytes = new Uint8Array(batch);
   const dv = new DataView(batch);
-  let off = 0;
+  let off = from;
+  let n = 0;
   while (off + 4 <= bytes.length) {
+    if (shouldYield && (++n & 63) === 0 && shouldYield()) return off;
     const len = dv.getUint32(off, true);
     off += 4;
     if (len > bytes.length - off) {
       stats.malformed++;
-      return;
+      return bytes.length;
     }
     stats.records++;
     const ev = decodeEvent(bytes, dv, off, len);
@@ -142,4 +256,10 @@ export function decodeBatch(batch: ArrayBuffer, onEvent: (e: KernelEvent) => voi
     off += len;
   }
   if (off !== bytes.length) stats.malformed++;
+  return bytes.length;
+}
+
+/** Decode a whole batch; calls `onEvent` for each well-formed record. */
+export function decodeBatch(batch: ArrayBuffer, onEvent: (e: KernelEvent) => void, stats: DecodeStats): void {
+  decodeBatchFrom(batch, onEvent, stats);
 }

@@ -91,6 +91,19 @@ export const TCP_SUMMARY = {
   sk_err: 42,
 } as const;
 
+/** struct sl_pickup (64 bytes): one socket reported by the iter/tcp pickup (bpf/iter.bpf.h) */
+export const PICKUP = {
+  size: 64,
+  sock: 0,
+  conn: 8,
+  uid: 56,
+  state: 60,
+  flags: 61,
+} as const;
+
+/** sl_pickup.flags (SL_PICK_*) */
+export const PickFlag = { Server: 1, Listener: 2, ListenLost: 4 } as const;
+
 /** sl_tcp_summary.role */
 export const TcpRole = { Client: 1, Server: 2 } as const;
 
@@ -157,6 +170,10 @@ export const TLS_PROGRAMS = {
   free: 'sl_ssl_free',
 } as const;
 export const TLS_PROGRAM_NAMES: string[] = Object.values(TLS_PROGRAMS);
+
+/** The iterator programs (bpf/iter.bpf.h): run once with runIter(), never by attach() (pass them as its `skip`). */
+export const ITER_PROGRAMS = { tcp: 'sl_iter_tcp' } as const;
+export const ITER_PROGRAM_NAMES: string[] = Object.values(ITER_PROGRAMS);
 
 /** BPF map keys and values are host byte order (little-endian on x86_64). */
 export function leU16(n: number): Uint8Array {

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { decodeBatch, formatIPv6, type KernelEvent } from '../../src/receiver/decode.js';
+import { decodeBatch, decodeBatchFrom, formatIPv6, type KernelEvent } from '../../src/receiver/decode.js';
 import { EventType, Direction } from '../../src/receiver/layout.js';
 import { batch, encodeEvent } from '../helpers/events.js';
 
@@ -105,4 +105,27 @@ test('malformed records are counted and skipped, never thrown', (t) => {
   t.is(r2.events.length, 0);
   t.is(r2.malformed, 1);
   t.notThrows(() => decodeAll(new ArrayBuffer(3)));
+});
+
+test('decodeBatchFrom stops when asked to yield and resumes at the record where it stopped: every record once, in order', (t) => {
+  const recs = Array.from({ length: 1000 }, (_, i) => encodeEvent({ tgid: i + 1, data: `r${i}` }));
+  const b = batch(recs);
+  const seen: number[] = [];
+  const stats = { records: 0, malformed: 0 };
+  let asked = 0;
+  let off = 0;
+  let slices = 0;
+  while (off < b.byteLength) {
+    // yield on every other question: slices of 128 records, except the first (64)
+    off = decodeBatchFrom(b, (e) => seen.push(e.tgid), stats, off, () => ++asked % 2 === 1);
+    slices++;
+  }
+  t.is(off, b.byteLength);
+  t.deepEqual(seen, recs.map((_, i) => i + 1));
+  t.deepEqual(stats, { records: 1000, malformed: 0 });
+  t.true(slices >= 8 && slices <= 16, `slices ${slices}`);
+  // without shouldYield: the whole batch at once
+  const all: number[] = [];
+  t.is(decodeBatchFrom(b, (e) => all.push(e.tgid), { records: 0, malformed: 0 }), b.byteLength);
+  t.is(all.length, 1000);
 });
