@@ -13,7 +13,10 @@
  * sl_dns_ports), remember {syscall, fd, sock, user pointers}
  * in sl_inflight keyed by pid_tgid. Exit: look it up, delete it, and emit one record
  * to the sl_events ring buffer: header (struct sl_event) + the first capture_bytes of
- * the payload, copied from per-CPU scratch. close() emits at entry.
+ * the payload, copied from per-CPU scratch. close() emits at entry. Receives (read, readv,
+ * recvfrom, recvmsg, recvmmsg) have no entry side: their exit filters and emits from the
+ * registers alone (sl_exit_ingress), so one that returns no data costs a switch and a
+ * compare, and their ts_start is their ts_end.
  *
  * Wakeups are batched: a record wakes the reader only when wakeup_bytes are pending;
  * otherwise the reader's poll timeout bounds the latency.
@@ -157,6 +160,15 @@ static __always_inline bool sl_is_egress(u8 sys)
 {
 	return sys == SL_SYS_WRITE || sys == SL_SYS_WRITEV || sys == SL_SYS_SENDTO ||
 	       sys == SL_SYS_SENDMSG || sys == SL_SYS_SENDMMSG || sys == SL_SYS_SSL_WRITE;
+}
+
+/* Receives of payload: everything they need is known at exit (the registers still hold the
+ * arguments), so they skip the entry side and the in-flight map, and cost nothing when they
+ * return no data (EAGAIN on non-blocking sockets, EOF). */
+static __always_inline bool sl_is_ingress_data(u8 sys)
+{
+	return sys == SL_SYS_READ || sys == SL_SYS_READV || sys == SL_SYS_RECVFROM ||
+	       sys == SL_SYS_RECVMSG || sys == SL_SYS_RECVMMSG;
 }
 
 /* true when the current task passes the pid and cgroup filters */
@@ -503,11 +515,14 @@ static __always_inline void sl_describe_process(u64 pid_tgid)
 
 static __always_inline int sl_enter(const struct pt_regs *regs, u8 sys)
 {
-	u64 pid_tgid = bpf_get_current_pid_tgid();
+	u64 pid_tgid;
 	struct sl_inflight f = {};
 	struct sock *sk = NULL;
 	int fd;
 
+	if (sl_is_ingress_data(sys))
+		return 0; /* handled at exit alone (sl_exit_ingress) */
+	pid_tgid = bpf_get_current_pid_tgid();
 	if ((u32)(pid_tgid >> 32) == sl_cfg.self_tgid) {
 		/* the agent never traces itself, but reports its own connects so userspace can
 		 * ignore the other end of them (its export to a local Collector) */
@@ -568,6 +583,50 @@ static __always_inline int sl_enter(const struct pt_regs *regs, u8 sys)
 	return 0;
 }
 
+static __always_inline int sl_exit_data(const struct sl_inflight *fp, u64 pid_tgid, s64 ret);
+
+/*
+ * Exit of a receive (sl_is_ingress_data): filter and describe it now, from the registers.
+ * The syscall's start time is not known (no entry record): ts_start = ts_end. This also sees
+ * a receive that was already blocked when the probes were attached (a connection picked up
+ * at start, waiting for its next request).
+ */
+static __always_inline int sl_exit_ingress(const struct pt_regs *regs, u8 sys, s64 ret)
+{
+	u64 pid_tgid;
+	struct sl_inflight f = {};
+	struct sock *sk;
+
+	if (ret <= 0 && ret != -SL_ECONNRESET)
+		return 0; /* EAGAIN, EOF, other errors: nothing received */
+	pid_tgid = bpf_get_current_pid_tgid();
+	if ((u32)(pid_tgid >> 32) == sl_cfg.self_tgid || !sl_task_wanted(pid_tgid >> 32))
+		return 0;
+	f.fd = (int)regs->di;
+	sk = sl_fd_to_inet_sock(f.fd, &f.proto);
+	if (!sk)
+		return 0;
+	if (f.proto == SL_IPPROTO_UDP) {
+		u16 port = 0;
+
+		if (!sl_udp_wanted(sk, sys, regs, &port) || !sl_udp_port_wanted(sk, port))
+			return 0;
+	} else {
+		/* TLS: learn SSL* -> socket first (see sl_enter) */
+		if (sl_tls_on_syscall(pid_tgid, sys, f.fd, sk))
+			return 0;
+		if (!sl_sock_wanted(sk))
+			return 0;
+	}
+	f.ts = bpf_ktime_get_ns();
+	f.sk = (u64)sk;
+	f.sys = sys;
+	f.arg1 = regs->si;
+	f.arg2 = regs->dx;
+	f.arg5 = regs->r8;
+	return sl_exit_data(&f, pid_tgid, ret);
+}
+
 static __always_inline int sl_exit(s64 ret)
 {
 	u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -611,6 +670,15 @@ static __always_inline int sl_exit(s64 ret)
 	default:
 		break;
 	}
+	return sl_exit_data(&f, pid_tgid, ret);
+}
+
+/* The DATA record(s) of a send or receive that returned `ret`. */
+static __always_inline int sl_exit_data(const struct sl_inflight *fp, u64 pid_tgid, s64 ret)
+{
+	struct sl_inflight f = *fp;
+	struct sl_scratch *s;
+	struct sock *sk;
 
 	if ((ret == -SL_ECONNRESET || ret == -SL_EPIPE) && f.proto == SL_IPPROTO_TCP) {
 		/* the peer reset the connection: a DATA event without payload, ret < 0, so that
@@ -669,7 +737,11 @@ int BPF_PROG(sl_sys_enter, struct pt_regs *regs, long id)
 SEC("tp_btf/sys_exit")
 int BPF_PROG(sl_sys_exit, struct pt_regs *regs, long ret)
 {
-	if (!sl_syscall_of((long)regs->orig_ax))
+	u8 sys = sl_syscall_of((long)regs->orig_ax);
+
+	if (!sys)
 		return 0;
+	if (sl_is_ingress_data(sys))
+		return sl_exit_ingress(regs, sys, ret);
 	return sl_exit(ret);
 }

@@ -349,7 +349,11 @@ export class InjectTracker {
     const w = this.waiterOf.get(ctx);
     if (w) this.unwait(w);
     const key = `${type}|${tid}|${localPort}|${remotePort}`;
-    const end = to + (type === InjectEventType.Context ? CONTEXT_SLACK_NS : 0n);
+    // a read's record has no entry time (its ts_start is its ts_end) and the CONTEXT record
+    // is stamped by another program on the same sys_exit, before or after it
+    const slack = type === InjectEventType.Context ? CONTEXT_SLACK_NS : 0n;
+    from -= slack;
+    const end = to + slack;
     let r = this.take(key, from, end);
     if (!r && this.opts.pull) {
       for (const bytes of this.opts.pull(type, tid, localPort, remotePort)) {
