@@ -232,7 +232,7 @@ export function renderResults(r: Results, linkPrefix: string): string {
     const label: Record<string, string> = {
       receiver: 'none (spans counted as emitted by the connection table)',
       null: 'null (ExportPipeline → discard)',
-      protobuf: 'OTLP protobuf (ProtobufTraceSerializer), bytes discarded',
+      protobuf: 'OTLP protobuf (src/otlp/encode.ts), bytes discarded',
       'protobuf+gzip': 'OTLP protobuf + gzip, bytes discarded',
     };
     for (const [key, v] of Object.entries(p.variants)) {

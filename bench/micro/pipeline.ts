@@ -8,20 +8,20 @@
  * pairing) → ensureIds + ProcessCache.resource → ExportPipeline (batches of 512, the config
  * default) → SpanSink. Variants, each for SECONDS on one thread:
  *   receiver       spans counted when the connection table emits them (no pipeline)
- *   null           + ExportPipeline → a sink that discards the ReadableSpans
- *   protobuf       + the OTLP protobuf serialization the exporters use
- *                    (@opentelemetry/otlp-transformer ProtobufTraceSerializer), bytes discarded
+ *   null           + ExportPipeline → a sink that discards the batch (SpanSink.exportSpans,
+ *                    as the OTLP sink receives it)
+ *   protobuf       + the OTLP protobuf encoding the OTLP sink uses for gRPC and HTTP/protobuf
+ *                    (src/otlp/encode.ts, byte for byte the otlp-transformer's), bytes discarded
  *   protobuf+gzip  + gzip of those bytes (the agent's default export.compression), discarded
  * Prints one JSON object on stdout.
  *
  *   node --import tsx bench/micro/pipeline.ts SECONDS
  */
 import { gzipSync } from 'node:zlib';
-import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
 import type { Resource } from '@opentelemetry/resources';
-import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { ProcessCache } from '../../src/enrich/process.js';
 import { ensureIds } from '../../src/otlp/convert.js';
+import { encodeTraceRequest, type SpanWithResource } from '../../src/otlp/encode.js';
 import { ExportPipeline } from '../../src/otlp/pipeline.js';
 import type { ExportOutcome, SpanSink } from '../../src/otlp/sinks.js';
 import { MonotonicClock } from '../../src/receiver/clock.js';
@@ -84,10 +84,12 @@ class Sink implements SpanSink {
     this.mode = mode;
     this.name = mode;
   }
-  async export(spans: ReadableSpan[]): Promise<ExportOutcome> {
+  async export(): Promise<ExportOutcome> {
+    return { ok: false, error: 'the pipeline should call exportSpans' };
+  }
+  async exportSpans(items: readonly SpanWithResource[]): Promise<ExportOutcome> {
     if (this.mode !== 'null') {
-      const buf = ProtobufTraceSerializer.serializeRequest(spans);
-      if (!buf) return { ok: false, error: 'serialization failed' };
+      const buf = encodeTraceRequest(items);
       this.bytes += this.mode === 'protobuf+gzip' ? gzipSync(buf).length : buf.length;
     }
     return { ok: true };

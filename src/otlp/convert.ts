@@ -41,7 +41,8 @@ export function hrTime(unixNs: bigint): HrTime {
 }
 
 const KIND = { server: SpanKind.SERVER, client: SpanKind.CLIENT, internal: SpanKind.INTERNAL } as const;
-const SCOPE = { name: AGENT_NAME, version: AGENT_VERSION };
+/** The agent's one instrumentation scope (encode.ts writes the same). */
+export const SCOPE = { name: AGENT_NAME, version: AGENT_VERSION };
 
 /** Fill missing ids in place (so console output and export agree). */
 export function ensureIds(s: SidelightSpan): void {

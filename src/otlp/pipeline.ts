@@ -8,7 +8,8 @@
  * jitter, until `retryMaxElapsedMs`; meanwhile new spans wait in the bounded queue. A
  * non-retryable failure, or running out of time, drops the batch, counted. Partial success
  * (the server accepted the request but rejected some spans) is counted and logged at most
- * once per `logIntervalMs`.
+ * once per `logIntervalMs`. A sink with exportSpans() (the OTLP sink) gets the queued spans
+ * as they are; any other gets them converted to ReadableSpans once per batch.
  *
  * Lifetime: created at agent start; shutdown() flushes within a deadline, then stops the
  * sink. Timers are unref'd. Single-threaded (main thread).
@@ -176,13 +177,15 @@ export class ExportPipeline {
       const batch = this.queue.splice(0, this.opts.maxSpans);
       for (const i of batch) this.queuedBytes -= i.bytes;
       this.stats.batches++;
-      const spans = batch.map((i) => toReadableSpan(i.span, i.resource));
+      // a sink that encodes SidelightSpans itself gets them as they are; others get ReadableSpans (once per batch)
+      const native = this.sink.exportSpans !== undefined;
+      const spans = native ? [] : batch.map((i) => toReadableSpan(i.span, i.resource));
       const started = Date.now();
       const maxDelay = this.opts.retryMaxMs ?? 30_000;
       let delay = this.opts.retryInitialMs ?? 1000;
       for (;;) {
         const t0 = performance.now();
-        const out = await this.sink.export(spans);
+        const out = native ? await this.sink.exportSpans!(batch) : await this.sink.export(spans);
         this.observeLatency((performance.now() - t0) / 1000);
         if (out.ok) {
           this.stats.exported += batch.length;

@@ -1,6 +1,7 @@
 /**
  * sinks.ts — where finished spans go: an OTLP endpoint (gRPC, HTTP/protobuf or HTTP/JSON;
- * serialised by @opentelemetry/otlp-transformer, sent by transport.ts) for the pipeline, and
+ * protobuf encoded by encode.ts, JSON serialised by @opentelemetry/otlp-transformer, sent by
+ * transport.ts) for the pipeline, and
  * the one-line text form of a span the terminal view prints.
  *
  * A sink is created once at start and shut down once at exit. export() resolves, never
@@ -20,6 +21,8 @@ import {
   ATTR_URL_PATH,
 } from '@opentelemetry/semantic-conventions';
 import type { SidelightSpan } from '../receiver/span.js';
+import { toReadableSpan } from './convert.js';
+import { encodeTraceRequest, type SpanWithResource } from './encode.js';
 import { createTransport, displayUrl, isRetryableGrpc, isRetryableHttp, USER_AGENT, type OtlpTransport, type TransportConfig } from './transport.js';
 
 /** Where and how spans are exported: the transport's settings. */
@@ -52,6 +55,11 @@ export function isRetryable(protocol: TracesExportConfig['protocol'], code: unkn
 export interface SpanSink {
   readonly name: string;
   export(spans: ReadableSpan[]): Promise<ExportOutcome>;
+  /**
+   * Optional: the same batch as the receiver's spans with their resources, for a sink that
+   * encodes them itself (encode.ts) instead of from ReadableSpans. The pipeline prefers it.
+   */
+  exportSpans?(items: readonly SpanWithResource[]): Promise<ExportOutcome>;
   shutdown(): Promise<void>;
 }
 
@@ -120,6 +128,22 @@ export class OtlpSink implements SpanSink {
     } catch (e) {
       return { ok: false, retryable: false, code: 'SERIALIZE_ERROR', error: `serialize: ${(e as Error).message}` };
     }
+    return this.send(body);
+  }
+
+  /** protobuf (gRPC, HTTP): encoded from the spans directly (encode.ts, same bytes); JSON: via ReadableSpans */
+  async exportSpans(items: readonly SpanWithResource[]): Promise<ExportOutcome> {
+    if (this.protocol === 'http/json') return this.export(items.map((i) => toReadableSpan(i.span, i.resource)));
+    let body: Uint8Array;
+    try {
+      body = encodeTraceRequest(items);
+    } catch (e) {
+      return { ok: false, retryable: false, code: 'SERIALIZE_ERROR', error: `serialize: ${(e as Error).message}` };
+    }
+    return this.send(body);
+  }
+
+  private async send(body: Uint8Array | undefined): Promise<ExportOutcome> {
     if (!body) return { ok: false, retryable: false, code: 'SERIALIZE_ERROR', error: 'serialize: nothing to send' };
     const r = await this.transport.send(body);
     if (!r.ok) {

@@ -3,8 +3,11 @@
  * payload]) into KernelEvent objects. Payloads are views into the batch ArrayBuffer,
  * not copies: a consumer that keeps bytes beyond the call must copy them.
  *
- * Pure functions; malformed records (short, unknown type, cap_len past the record) are
- * counted in DecodeStats and skipped, never thrown.
+ * Malformed records (short, unknown type, cap_len past the record) are counted in
+ * DecodeStats and skipped, never thrown. Module state: fixed-size caches of decoded comm
+ * strings, sl_conn objects and repeated u64 ids (DECODE_CACHE_SLOTS slots each, hits/misses
+ * in decodeCacheStats), so equal raw bytes give back the same value without allocating;
+ * events may share those values and must not modify them. Main thread only.
  */
 import { CONN, EVENT, EventType, SL_COMM_LEN, SL_MAX_CAPTURE } from './layout.js';
 

@@ -34,7 +34,7 @@ import { h2cUpgrade, type H2cUpgrade, type Http2Stats } from './http2.js';
 import { Direction } from './layout.js';
 import type { RouteTemplater } from './routes.js';
 import type { AttrValue, ProcessRef, SidelightSpan } from './span.js';
-import { connAttributes, exportedQuery, setMethod, spanIds } from './spanbuild.js';
+import { addConnAttributes, exportedQuery, setMethod, spanIds } from './spanbuild.js';
 import type { TraceCtx, TraceRegistry, Tuple } from './trace.js';
 
 export type Role = 'server' | 'client';
@@ -134,6 +134,10 @@ export class HttpConnection {
   private readonly traces: TraceRegistry;
   /** tid of the event being processed (the thread that wrote the bytes now parsed) */
   private currentTid = 0;
+  private tupleMemo: Tuple | undefined;
+  /** the last Host value parsed on this connection and its result (buildSpan) */
+  private lastHostValue: string | undefined;
+  private lastHost: { host: string; port?: number } | undefined;
 
   constructor(
     role: Role,
@@ -241,14 +245,15 @@ export class HttpConnection {
     this.pending.length = 0;
   }
 
+  /** the connection's tuple: one object (info never changes), so trace.ts's link-key memo holds */
   private tuple(): Tuple {
-    return {
+    return (this.tupleMemo ??= {
       localAddr: this.info.local.address,
       localPort: this.info.local.port,
       remoteAddr: this.info.remote.address,
       remotePort: this.info.remote.port,
       netns: this.info.netns,
-    };
+    });
   }
 
   private onRequestEvents(events: Http1Event[], proc: ProcessRef): void {
@@ -345,10 +350,16 @@ export class HttpConnection {
     const status = resp?.status ?? 0;
     if (resp) attrs[ATTR_HTTP_RESPONSE_STATUS_CODE] = status;
     attrs[ATTR_NETWORK_PROTOCOL_VERSION] = p.head.version;
-    Object.assign(attrs, connAttributes(this.info));
+    addConnAttributes(attrs, this.info);
 
     const target = parseTarget(p.head.target ?? '');
-    const host = parseHost(header(p.head, 'host') ?? target.authority);
+    const hostValue = header(p.head, 'host') ?? target.authority;
+    // keep-alive requests on one connection carry the same Host: parse it once per value
+    if (hostValue !== this.lastHostValue) {
+      this.lastHostValue = hostValue;
+      this.lastHost = parseHost(hostValue);
+    }
+    const host = this.lastHost;
     const isError = errorType !== undefined || (this.role === 'server' ? status >= 500 : status >= 400);
 
     if (this.role === 'server') {

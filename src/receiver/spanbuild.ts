@@ -33,26 +33,28 @@ export function setMethod(attrs: Record<string, AttrValue>, raw: string): string
 
 /** network.transport/type and the peer and local endpoints of a connection. */
 export function connAttributes(info: ConnInfo, transport: 'tcp' | 'udp' = 'tcp'): Record<string, AttrValue> {
-  return {
-    [ATTR_NETWORK_TRANSPORT]: transport,
-    [ATTR_NETWORK_TYPE]: info.family === 4 ? 'ipv4' : 'ipv6',
-    [ATTR_NETWORK_PEER_ADDRESS]: info.remote.address,
-    [ATTR_NETWORK_PEER_PORT]: info.remote.port,
-    [ATTR_NETWORK_LOCAL_ADDRESS]: info.local.address,
-    [ATTR_NETWORK_LOCAL_PORT]: info.local.port,
-  };
+  return addConnAttributes({}, info, transport);
+}
+
+/** connAttributes() written into `attrs` (same keys, same order), without a temporary object. */
+export function addConnAttributes(attrs: Record<string, AttrValue>, info: ConnInfo, transport: 'tcp' | 'udp' = 'tcp'): Record<string, AttrValue> {
+  attrs[ATTR_NETWORK_TRANSPORT] = transport;
+  attrs[ATTR_NETWORK_TYPE] = info.family === 4 ? 'ipv4' : 'ipv6';
+  attrs[ATTR_NETWORK_PEER_ADDRESS] = info.remote.address;
+  attrs[ATTR_NETWORK_PEER_PORT] = info.remote.port;
+  attrs[ATTR_NETWORK_LOCAL_ADDRESS] = info.local.address;
+  attrs[ATTR_NETWORK_LOCAL_PORT] = info.local.port;
+  return attrs;
 }
 
 /** The span's trace fields, resolved now (see trace.ts). */
 export function spanIds(ctx: TraceCtx): Pick<SidelightSpan, 'traceId' | 'spanId' | 'parentSpanId' | 'traceFlags' | 'traceState'> {
   const ids = ctx.resolve();
-  return {
-    traceId: ids.traceId,
-    spanId: ids.spanId,
-    ...(ids.parentSpanId ? { parentSpanId: ids.parentSpanId } : {}),
-    traceFlags: ids.flags,
-    ...(ids.tracestate !== undefined ? { traceState: ids.tracestate } : {}),
-  };
+  const out: Pick<SidelightSpan, 'traceId' | 'spanId' | 'parentSpanId' | 'traceFlags' | 'traceState'> = { traceId: ids.traceId, spanId: ids.spanId };
+  if (ids.parentSpanId) out.parentSpanId = ids.parentSpanId;
+  out.traceFlags = ids.flags;
+  if (ids.tracestate !== undefined) out.traceState = ids.tracestate;
+  return out;
 }
 
 /**

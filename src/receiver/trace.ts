@@ -71,9 +71,9 @@ export function randomId(bytes: 8 | 16): string {
       randomFillSync(pool);
       poolOff = 0;
     }
-    const b = pool.subarray(poolOff, poolOff + bytes);
+    const from = poolOff;
     poolOff += bytes;
-    if (b.some((x) => x !== 0)) return b.toString('hex');
+    for (let i = from; i < poolOff; i++) if (pool[i] !== 0) return pool.toString('hex', from, poolOff);
   }
 }
 
@@ -81,8 +81,14 @@ export function randomId(bytes: 8 | 16): string {
 export class TraceCtx {
   /** replaced only by an injected traceparent's span id (applyInjection in inject.ts) */
   spanId = randomId(8);
-  /** own trace id, used when there is no parent (a root may adopt an injected one) */
-  private rootTraceId = randomId(16);
+  /** own trace id, used when there is no parent (a root may adopt an injected one); drawn when first needed */
+  private rootId: string | undefined;
+  private get rootTraceId(): string {
+    return (this.rootId ??= randomId(16));
+  }
+  private set rootTraceId(id: string) {
+    this.rootId = id;
+  }
   /** a parent on this node (resolved at emission) */
   parent: TraceCtx | undefined;
   /** a remote parent from an incoming traceparent (wins over `parent`) */
@@ -186,6 +192,9 @@ export interface Tuple {
   remoteAddr: string;
   remotePort: number;
   netns: number;
+  /** memo of linkKey() for this tuple's own end as client / as server (filled here; a caller may reuse one tuple per connection) */
+  keyAsClient?: string;
+  keyAsServer?: string;
 }
 
 /**
@@ -197,6 +206,15 @@ const MAX_PER_CONNECTION = 8;
 
 function isLoopback(addr: string): boolean {
   return addr.startsWith('127.') || addr === '::1';
+}
+
+function dropFrom(m: Map<number, TraceCtx[]>, key: number, ctx: TraceCtx): void {
+  const list = m.get(key);
+  if (!list) return;
+  const i = list.indexOf(ctx);
+  if (i === 0) list.shift();
+  else if (i > 0) list.splice(i, 1);
+  if (list.length === 0) m.delete(key);
 }
 
 /** Key of a connection as the client sees it: client endpoint → server endpoint. */
@@ -284,7 +302,11 @@ export class TraceRegistry {
   }
 
   private serverKey(t: Tuple): string {
-    return linkKey(t.remoteAddr, t.remotePort, t.localAddr, t.localPort, t.netns);
+    return (t.keyAsServer ??= linkKey(t.remoteAddr, t.remotePort, t.localAddr, t.localPort, t.netns));
+  }
+
+  private clientKey(t: Tuple): string {
+    return (t.keyAsClient ??= linkKey(t.localAddr, t.localPort, t.remoteAddr, t.remotePort, t.netns));
   }
 
   /** The server request's response was written by thread `tid`: it is no longer active. */
@@ -343,7 +365,7 @@ export class TraceRegistry {
       this.parentByThread(ctx, tgid, tid);
     }
     // the server end on this node may have been seen first; else wait for it
-    const key = linkKey(t.localAddr, t.localPort, t.remoteAddr, t.remotePort, t.netns);
+    const key = this.clientKey(t);
     const server = this.shift(this.pendingServers, key);
     if (server) {
       if (!server.remote && !server.parent) {
@@ -372,7 +394,7 @@ export class TraceRegistry {
 
   /** The client's connection closed: its unmatched requests will never be linked. */
   clientClosed(t: Tuple): void {
-    const key = linkKey(t.localAddr, t.localPort, t.remoteAddr, t.remotePort, t.netns);
+    const key = this.clientKey(t);
     this.linkCount -= this.links.get(key)?.length ?? 0;
     this.links.delete(key);
   }
@@ -384,13 +406,8 @@ export class TraceRegistry {
 
   /** Forget a server request that ended, or never will (connection closed/evicted). */
   dropActive(ctx: TraceCtx, tgid: number, readTid: number): void {
-    for (const [m, key] of [[this.active, readTid], [this.activeByProcess, tgid]] as const) {
-      const list = m.get(key);
-      if (!list) continue;
-      const i = list.indexOf(ctx);
-      if (i >= 0) list.splice(i, 1);
-      if (list.length === 0) m.delete(key);
-    }
+    dropFrom(this.active, readTid, ctx);
+    dropFrom(this.activeByProcess, tgid, ctx);
   }
 
   get sizes(): { links: number; pendingServers: number; threads: number } {

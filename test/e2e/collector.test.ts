@@ -51,8 +51,8 @@ for (const { protocol, endpoint } of cases) {
       held = progIdsHeldBy(agent.pid);
       t.deepEqual(
         loadedNames(held),
-        ['sl_ssl_free', 'sl_ssl_read', 'sl_ssl_read_ex', 'sl_ssl_ret', 'sl_ssl_write', 'sl_ssl_write_ex', 'sl_sys_enter', 'sl_sys_exit', 'sl_tcp_state'],
-        'every probe (syscalls, TLS uprobes, TCP state) loaded and held by the agent',
+        ['sl_iter_tcp', 'sl_ssl_free', 'sl_ssl_read', 'sl_ssl_read_ex', 'sl_ssl_ret', 'sl_ssl_write', 'sl_ssl_write_ex', 'sl_sys_enter', 'sl_sys_exit', 'sl_tcp_state'],
+        'every program (syscalls, TLS uprobes, TCP state, the pickup iterator) loaded and held by the agent',
       );
       await curl([`http://127.0.0.1:${srv.port}/hello.txt`]);
       const isOurs = (s: CollectorSpan): boolean =>

@@ -1,0 +1,96 @@
+import test from 'ava';
+import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
+import { resourceFromAttributes, type Resource } from '@opentelemetry/resources';
+import { toReadableSpan } from '../../src/otlp/convert.js';
+import { encodeTraceRequest, type SpanWithResource } from '../../src/otlp/encode.js';
+import type { AttrValue, SidelightSpan } from '../../src/receiver/span.js';
+
+/** The reference: what the OpenTelemetry transformer makes of the same spans. */
+function reference(items: SpanWithResource[]): Buffer {
+  const b = ProtobufTraceSerializer.serializeRequest(items.map((i) => toReadableSpan(i.span, i.resource)));
+  if (!b) throw new Error('reference serializer returned nothing');
+  return Buffer.from(b);
+}
+
+function span(i: number, over: Partial<SidelightSpan> = {}): SidelightSpan {
+  return {
+    kind: 'server',
+    name: 'GET',
+    startUnixNs: 1_764_000_000_123_456_789n + BigInt(i) * 1000n,
+    endUnixNs: 1_764_000_000_124_456_789n + BigInt(i) * 1000n,
+    attributes: { 'http.request.method': 'GET', 'http.response.status_code': 200, 'url.path': `/p/${i}` },
+    status: { code: 'unset' },
+    process: { tgid: 1, tid: 1, comm: 'x', cgroupId: 0n },
+    traceId: '0af7651916cd43dd8448eb211c80319c',
+    spanId: 'b7ad6b7169203331',
+    traceFlags: 1,
+    ...over,
+  };
+}
+
+const r1 = resourceFromAttributes({ 'service.name': 'nginx', 'process.pid': 42, 'host.name': 'h' });
+const r2 = resourceFromAttributes({ 'service.name': 'wrk', 'telemetry.distro.name': 'sidelight', 'k8s.pod.name': 'pöd-ü' }, { schemaUrl: 'https://opentelemetry.io/schemas/1.30.0' });
+
+test('byte for byte the transformer’s encoding: kinds, parents, status, tracestate, flags', (t) => {
+  const items: SpanWithResource[] = [
+    { span: span(0), resource: r1 },
+    { span: span(1, { kind: 'client', parentSpanId: '00f067aa0ba902b7', traceFlags: 3 }), resource: r2 },
+    { span: span(2, { kind: 'internal', status: { code: 'error', message: 'boom' } }), resource: r1 },
+    { span: span(3, { status: { code: 'error' }, traceState: 'congo=t61rcWkgMzE,rojo=00f067aa0ba902b7' }), resource: r2 },
+    { span: span(4, { traceFlags: 0, endUnixNs: 1n }), resource: r1 }, // end before start: clamped
+    { span: span(5, { name: 'ünïcödé ' + 'x'.repeat(300) }), resource: r2 },
+  ];
+  t.deepEqual(Buffer.from(encodeTraceRequest(items)), reference(items));
+});
+
+test('byte for byte: every attribute value type and length class', (t) => {
+  const attrs: Record<string, AttrValue> = {
+    s: 'v',
+    empty: '',
+    long: 'y'.repeat(200),
+    longer: 'z'.repeat(20_000), // 3-byte length varints, nested
+    utf8: 'grüße \u{1F600}',
+    lone: 'a\uD800b', // a lone surrogate: U+FFFD either way
+    int0: 0,
+    int: 8080,
+    neg: -1,
+    negBig: -(2 ** 40),
+    big: 2 ** 40,
+    huge: 2 ** 60,
+    dbl: 1.5,
+    nan: Number.NaN,
+    inf: Number.POSITIVE_INFINITY,
+    t: true,
+    f: false,
+    arr: ['a', 'bb', ''],
+    none: [],
+  };
+  const items = [{ span: span(0, { attributes: attrs }), resource: r1 }];
+  t.deepEqual(Buffer.from(encodeTraceRequest(items)), reference(items));
+});
+
+test('byte for byte: spans grouped per resource in first-seen order, big batch', (t) => {
+  const resources: Resource[] = Array.from({ length: 7 }, (_, i) => resourceFromAttributes({ 'service.name': `svc-${i}`, 'process.pid': i }));
+  const items: SpanWithResource[] = [];
+  for (let i = 0; i < 600; i++) {
+    const s = span(i, {
+      kind: i % 2 ? 'client' : 'server',
+      attributes: { 'url.full': `http://127.0.0.1:8080/${'q'.repeat(i % 150)}`, 'server.port': 8080, n: i },
+    });
+    delete s.traceId;
+    delete s.spanId;
+    delete s.traceFlags; // filled by the encoder, as toReadableSpan fills them
+    items.push({ span: s, resource: resources[(i * 5) % 7]! });
+  }
+  const mine = Buffer.from(encodeTraceRequest(items));
+  t.truthy(items.every((i) => /^[0-9a-f]{32}$/.test(i.span.traceId!) && /^[0-9a-f]{16}$/.test(i.span.spanId!)));
+  t.deepEqual(mine, reference(items));
+  // the resource encoding is cached: a second request is identical and independent of the first
+  const again = encodeTraceRequest(items);
+  t.deepEqual(Buffer.from(again), mine);
+  t.not(again.buffer, mine.buffer);
+});
+
+test('an empty batch encodes to an empty request, as the transformer does', (t) => {
+  t.deepEqual(Buffer.from(encodeTraceRequest([])), reference([]));
+});
