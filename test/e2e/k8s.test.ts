@@ -99,6 +99,18 @@ test.serial('spans of processes in kubelet/containerd-named cgroups carry their 
   try {
     await waitForPort(port, 15_000, SERVER_IP);
     agent = await startAgentProcess({ OTEL_EXPORTER_OTLP_ENDPOINT: collector.grpcEndpoint, OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' }, ['--config', cfg]);
+    // the agent traces from the start, while its pod informer syncs and the owners of this
+    // node's pods (ReplicaSet → Deployment, Job → CronJob) are fetched; spans made before
+    // that lack what is not known yet. This test is about complete metadata: wait for both.
+    const a = agent;
+    const synced = async (): Promise<boolean> => {
+      const h = (await (await fetch(`${a.healthUrl}/healthz`)).json()) as { k8s?: { ready: boolean; owners: number } };
+      return h.k8s?.ready === true && h.k8s.owners >= 2;
+    };
+    for (let end = Date.now() + 15_000; !(await synced()); ) {
+      if (Date.now() > end) throw new Error('the agent did not sync pods and owners within 15 s');
+      await new Promise((r) => setTimeout(r, 100));
+    }
     // short-lived clients: each curl is gone long before its span is exported
     for (let i = 0; i < 3; i++) curls.push(await run(inCgroup(cliCg, ['curl', '-sS', `http://${SERVER_IP}:${port}/hello.txt`])));
     const ours = (s: CollectorSpan): boolean => s.attributes['server.port'] === port;
