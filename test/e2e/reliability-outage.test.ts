@@ -187,21 +187,22 @@ test.serial(`overload: the agent held to 2% of a CPU under 5,000 requests/s for 
         /* gone: asserted below */
       }
     }, 500);
-    // the liveness probe's view: /healthz every 2 s while the load runs
-    let probing = true;
-    const prober = (async () => {
-      while (probing) {
-        const t0 = Date.now();
-        const ok = await fetch(`${a.healthUrl}/healthz`, { signal: AbortSignal.timeout(PROBE_TIMEOUT_S * 1000) })
+    // the liveness probe's view: /healthz every 2 s while the load runs (as the kubelet does:
+    // on a period, whether or not the last one has answered)
+    const inFlight: Promise<void>[] = [];
+    const probe = (): void => {
+      const t0 = Date.now();
+      inFlight.push(
+        fetch(`${a.healthUrl}/healthz`, { signal: AbortSignal.timeout(PROBE_TIMEOUT_S * 1000) })
           .then((r) => r.status === 200)
-          .catch(() => false);
-        probes.push({ ok, ms: Date.now() - t0 });
-        await new Promise((r) => setTimeout(r, 2000));
-      }
-    })();
+          .catch(() => false)
+          .then((ok) => void probes.push({ ok, ms: Date.now() - t0 })),
+      );
+    };
+    const prober = setInterval(probe, 2000);
     res = await load();
-    probing = false;
-    await prober;
+    clearInterval(prober);
+    await Promise.all(inFlight);
     clearInterval(sampler);
     alive = (await fetch(`${agent.healthUrl}/healthz`, { signal: AbortSignal.timeout(20_000) })).status === 200;
     m = await metrics(agent);
@@ -221,7 +222,7 @@ test.serial(`overload: the agent held to 2% of a CPU under 5,000 requests/s for 
   const lost = m!('sidelight_drops_total', { reason: 'ringbuf_full' }) + m!('sidelight_drops_total', { reason: 'queue_full' }) + m!('sidelight_drops_total', { reason: 'queue_bytes_full' });
   t.log(`overload: app ${res!.achievedRps.toFixed(0)} rps of ${RATE} (errors ${res!.errors}); kernel events ${m!('sidelight_kernel_events_total')}, received ${m!('sidelight_events_received_total')}, spans created ${m!('sidelight_spans_created_total')}; exported ${m!('sidelight_spans_exported_total')} of ${res!.sentTotal * 2} demanded; lost ${lost} (ring buffer ${m!('sidelight_drops_total', { reason: 'ringbuf_full' })}); peak RSS ${peak.toFixed(0)} MiB`);
   t.log(`health probes during the overload: ${probes.filter((p) => p.ok).length} of ${probes.length} answered; slowest ${Math.max(...probes.map((p) => p.ms))} ms`);
-  t.true(probes.length >= OVERLOAD_S / 3, `probed ${probes.length} times`);
+  t.true(probes.length >= OVERLOAD_S / 2 - 1, `probed ${probes.length} times`);
   t.true(probes.every((p) => p.ok), `every probe answered within ${PROBE_TIMEOUT_S} s: ${JSON.stringify(probes)}`);
   t.true(alive, 'the agent answers /healthz after the overload');
   t.true(peak > 0 && peak <= RSS_BUDGET_MIB, `peak RSS ${peak.toFixed(0)} MiB within ${RSS_BUDGET_MIB} MiB`);
