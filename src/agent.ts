@@ -15,6 +15,7 @@
  */
 import { existsSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { getHeapSpaceStatistics } from 'node:v8';
 import { resourceFromAttributes, type Resource } from '@opentelemetry/resources';
 import type { HrTime } from '@opentelemetry/api';
 import type { Config } from './config.js';
@@ -109,10 +110,11 @@ export interface AttachResult {
   error: string;
 }
 
-/** The agent process's memory: RSS and the V8 heap (in use, reserved), bytes. */
-function memoryNow(): { rss: number; heapUsed: number; heapTotal: number } {
+/** The agent process's memory, bytes: RSS, the V8 heap (in use, reserved) and its young generation (reserved; capped by bin/sidelight). */
+function memoryNow(): { rss: number; heapUsed: number; heapTotal: number; youngGeneration: number } {
   const m = process.memoryUsage();
-  return { rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal };
+  const young = getHeapSpaceStatistics().find((s) => s.space_name === 'new_space')?.space_size ?? 0;
+  return { rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, youngGeneration: young };
 }
 
 export class Agent {

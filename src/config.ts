@@ -218,6 +218,8 @@ export interface ExportOptions {
   file: string;
   /** Metric export interval, ms; 100..3600000. */
   metricsIntervalMs: number;
+  /** A workload's metric series with no new measurement for this long (an exited process) are exported once more, then dropped, ms; at least two intervals are used. */
+  metricsIdleMs: number;
   /** Attribute sets kept per metric and workload; past it: one overflow series. */
   maxSeries: number;
   /** Service graph pairing (edges are capped by maxSeries). */

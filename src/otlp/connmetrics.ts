@@ -17,8 +17,11 @@
  * counts connect() calls that started a connection (0 or EINPROGRESS) and accepts; a
  * failed connect is counted only under failures.
  *
- * Bounds, all counted: workloads (oldest idle evicted, with their series), series per
- * instrument and workload (past it: one series with otel.metric.overflow=true).
+ * Bounds, all counted: workloads (keyed by resource attributes as in metrics.ts; past
+ * `maxWorkloads` the longest idle is evicted with its series, preferring one already exported
+ * since its last fact), series per instrument and
+ * workload (past it: one series with otel.metric.overflow=true). A workload with no fact for
+ * `idleMs` (an exited process) is in one more snapshot, then dropped (`workloadsExpired`).
  * Single-threaded; collect() returns a cumulative snapshot.
  */
 import { ValueType, type Attributes, type HrTime } from '@opentelemetry/api';
@@ -28,7 +31,7 @@ import { ATTR_ERROR_TYPE, ATTR_NETWORK_PEER_ADDRESS, ATTR_SERVER_PORT } from '@o
 import type { TcpFact } from '../receiver/tcpconn.js';
 import type { AttrValue } from '../receiver/span.js';
 import { AGENT_NAME, AGENT_VERSION } from '../version.js';
-import { OVERFLOW_ATTRIBUTE } from './metrics.js';
+import { DEFAULT_WORKLOAD_IDLE_MS, evictionVictim, hrToMs, OVERFLOW_ATTRIBUTE, resourceIdentity } from './metrics.js';
 
 export const ATTR_TCP_ROLE = 'sidelight.tcp.role';
 export const ATTR_NETWORK_IO_DIRECTION = 'network.io.direction';
@@ -63,13 +66,20 @@ export const CONN_INSTRUMENTS = {
 export interface ConnMetricOptions {
   maxWorkloads: number;
   maxSeries: number;
+  /** a workload with no fact for this long is exported once more, then dropped (default 5 min) */
+  idleMs?: number;
+  /** the clock, ms since the epoch (tests) */
+  nowMs?: () => number;
 }
 
 export interface ConnMetricStats {
   recorded: number;
   series: number;
   overflowed: number;
+  /** workloads dropped because maxWorkloads were held */
   workloadsEvicted: number;
+  /** workloads dropped after idleMs without facts, after their last export */
+  workloadsExpired: number;
 }
 
 interface Series {
@@ -80,7 +90,13 @@ interface Series {
   counts: number[] | undefined;
 }
 
-type Workload = Map<ConnInstrument, Map<string, Series>>;
+interface Workload {
+  resource: Resource;
+  instruments: Map<ConnInstrument, Map<string, Series>>;
+  lastMs: number;
+  /** recorded since the last snapshot */
+  dirty: boolean;
+}
 
 function key(attrs: Record<string, AttrValue>): string {
   let k = '';
@@ -88,18 +104,27 @@ function key(attrs: Record<string, AttrValue>): string {
   return k;
 }
 
-function hrNow(): HrTime {
-  const ms = Date.now();
-  return [Math.floor(ms / 1000), (ms % 1000) * 1e6];
+function hrFromMs(ms: number): HrTime {
+  return [Math.floor(ms / 1000), Math.round((ms % 1000) * 1e6)];
 }
 
 export class ConnMetricStore {
-  private readonly opts: ConnMetricOptions;
-  private readonly workloads = new Map<Resource, Workload>();
-  readonly stats: ConnMetricStats = { recorded: 0, series: 0, overflowed: 0, workloadsEvicted: 0 };
+  private readonly opts: Required<ConnMetricOptions>;
+  /** by resourceIdentity(), least recently recorded first */
+  private readonly workloads = new Map<string, Workload>();
+  readonly stats: ConnMetricStats = { recorded: 0, series: 0, overflowed: 0, workloadsEvicted: 0, workloadsExpired: 0 };
 
   constructor(opts: ConnMetricOptions) {
-    this.opts = opts;
+    this.opts = { idleMs: DEFAULT_WORKLOAD_IDLE_MS, nowMs: Date.now, ...opts };
+  }
+
+  get workloadCount(): number {
+    return this.workloads.size;
+  }
+
+  private drop(id: string, w: Workload): void {
+    for (const m of w.instruments.values()) this.stats.series -= m.size;
+    this.workloads.delete(id);
   }
 
   /** One fact, for the workload whose resource is given. */
@@ -125,30 +150,34 @@ export class ConnMetricStore {
     if (fact.rttSeconds !== undefined) this.add(resource, CONN_INSTRUMENTS.rtt, attrs, fact.rttSeconds);
   }
 
-  private workload(resource: Resource): Workload {
-    let w = this.workloads.get(resource);
+  private workload(resource: Resource, nowMs: number): Workload {
+    const id = resourceIdentity(resource);
+    let w = this.workloads.get(id);
     if (w) {
-      this.workloads.delete(resource); // most recently used last
-      this.workloads.set(resource, w);
+      this.workloads.delete(id); // most recently used last
+      this.workloads.set(id, w);
+      w.resource = resource;
+      w.lastMs = nowMs;
+      w.dirty = true;
       return w;
     }
     if (this.workloads.size >= this.opts.maxWorkloads) {
-      const oldest = this.workloads.keys().next();
-      if (!oldest.done) {
-        for (const m of this.workloads.get(oldest.value)!.values()) this.stats.series -= m.size;
-        this.workloads.delete(oldest.value);
+      const victim = evictionVictim(this.workloads);
+      if (victim) {
+        this.drop(victim[0], victim[1]);
         this.stats.workloadsEvicted++;
       }
     }
-    w = new Map();
-    this.workloads.set(resource, w);
+    w = { resource, instruments: new Map(), lastMs: nowMs, dirty: true };
+    this.workloads.set(id, w);
     return w;
   }
 
   private add(resource: Resource, def: ConnInstrument, attrs: Record<string, AttrValue>, value: number): void {
-    const w = this.workload(resource);
-    let m = w.get(def);
-    if (!m) w.set(def, (m = new Map()));
+    const nowMs = this.opts.nowMs();
+    const w = this.workload(resource, nowMs);
+    let m = w.instruments.get(def);
+    if (!m) w.instruments.set(def, (m = new Map()));
     let k = key(attrs);
     let s = m.get(k);
     if (!s) {
@@ -158,7 +187,7 @@ export class ConnMetricStore {
         s = m.get(k);
       }
       if (!s) {
-        s = { attributes: attrs as Attributes, start: hrNow(), value: 0, count: 0, counts: def.buckets ? new Array<number>(def.buckets.length + 1).fill(0) : undefined };
+        s = { attributes: attrs as Attributes, start: hrFromMs(nowMs), value: 0, count: 0, counts: def.buckets ? new Array<number>(def.buckets.length + 1).fill(0) : undefined };
         m.set(k, s);
         this.stats.series++;
       }
@@ -174,12 +203,19 @@ export class ConnMetricStore {
     }
   }
 
-  /** Cumulative snapshot, one ResourceMetrics per workload. */
+  /** Cumulative snapshot, one ResourceMetrics per workload; workloads idle for idleMs are in it for the last time. */
   collect(now: HrTime): ResourceMetrics[] {
     const out: ResourceMetrics[] = [];
-    for (const [resource, w] of this.workloads) {
+    const expireBefore = hrToMs(now) - this.opts.idleMs;
+    for (const [id, w] of this.workloads) {
+      if (w.lastMs <= expireBefore) {
+        this.drop(id, w);
+        this.stats.workloadsExpired++;
+      }
+      w.dirty = false;
+      const resource = w.resource;
       const metrics: MetricData[] = [];
-      for (const [def, series] of w) {
+      for (const [def, series] of w.instruments) {
         const points = [...series.values()];
         if (def.buckets) {
           const buckets = def.buckets;

@@ -4,6 +4,9 @@
  * (`rejected_data_points`) counted and logged at most once per `logIntervalMs`. Serialization
  * is @opentelemetry/otlp-transformer's. One attempt per export: the metric loop sends a
  * fresh cumulative snapshot next interval anyway, so a lost round loses no totals.
+ * exportBatch() sends many workloads (ResourceMetrics) in one request: the transformer
+ * serializes one resource per request, so protobuf bodies are concatenated (a repeated field
+ * of concatenated messages merges) and JSON bodies merged.
  *
  * Created once at start, shut down once. Exports may overlap (per-workload rounds are
  * sequential in the loop, the self-telemetry loop runs beside it); stats are plain counters.
@@ -40,16 +43,38 @@ export class OtlpMetricExporter implements PushMetricExporter {
   }
 
   export(metrics: ResourceMetrics, resultCallback: (result: ExportResult) => void): void {
+    this.exportBatch([metrics], resultCallback);
+  }
+
+  /** Several workloads in one request. */
+  exportBatch(metrics: ResourceMetrics[], resultCallback: (result: ExportResult) => void): void {
     const p = this.send(metrics).then(resultCallback);
     this.pending.add(p);
     void p.finally(() => this.pending.delete(p));
   }
 
-  private async send(metrics: ResourceMetrics): Promise<ExportResult> {
+  private serialize(metrics: ResourceMetrics[]): Uint8Array | undefined {
+    if (!this.json) {
+      const parts: Uint8Array[] = [];
+      for (const m of metrics) {
+        const b = ProtobufMetricsSerializer.serializeRequest(m);
+        if (b) parts.push(b);
+      }
+      return parts.length === 0 ? undefined : parts.length === 1 ? parts[0] : Buffer.concat(parts);
+    }
+    const resourceMetrics: unknown[] = [];
+    for (const m of metrics) {
+      const b = JsonMetricsSerializer.serializeRequest(m);
+      if (b) resourceMetrics.push(...(JSON.parse(Buffer.from(b).toString('utf8')) as { resourceMetrics: unknown[] }).resourceMetrics);
+    }
+    return resourceMetrics.length ? Buffer.from(JSON.stringify({ resourceMetrics })) : undefined;
+  }
+
+  private async send(metrics: ResourceMetrics[]): Promise<ExportResult> {
     const ser = this.json ? JsonMetricsSerializer : ProtobufMetricsSerializer;
     let body: Uint8Array | undefined;
     try {
-      body = ser.serializeRequest(metrics);
+      body = this.serialize(metrics);
     } catch (e) {
       return this.fail('SERIALIZE_ERROR', `serialize: ${(e as Error).message}`);
     }

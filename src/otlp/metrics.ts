@@ -10,9 +10,20 @@
  * workload on the node needs its own. The aggregation is a few lines; encoding and
  * transport stay with the SDK exporters.
  *
- * Bounds, all counted: workloads (oldest idle evicted), series per instrument and workload
- * (past it, values go to one series with otel.metric.overflow=true, as the SDK does),
- * distinct dns.question.name values per workload (past it, recorded as `_OTHER`).
+ * Workloads are keyed by their resource's attributes, not by the Resource object: the process
+ * cache may build a new Resource for the same process after evicting it, and two entries for
+ * one identity would export two conflicting cumulative streams.
+ *
+ * Bounds, all counted: workloads (`maxWorkloads`; past it the longest idle one is evicted,
+ * preferring among the EVICTION_SCAN longest idle one already exported since its last measurement),
+ * series per instrument and workload (past it, values go to one series with
+ * otel.metric.overflow=true, as the SDK does), distinct dns.question.name values per workload
+ * (past it, recorded as `_OTHER`). Every short-lived process is a workload of its own
+ * (process.pid), so a workload that records nothing for `idleMs` is expired in collect():
+ * that snapshot still carries it (its last export), the next does not. A workload that
+ * records again later starts new cumulative series (new start time: a reset to consumers).
+ * MetricExportLoop sends up to WORKLOADS_PER_REQUEST workloads per request (not one request
+ * per workload: thousands of short-lived workloads meant thousands of requests per round).
  * Single-threaded; the export timer is unref'd; shutdown() flushes once.
  */
 import { ValueType, type Attributes, type HrTime } from '@opentelemetry/api';
@@ -73,8 +84,29 @@ export const INSTRUMENTS = {
 
 export const OVERFLOW_ATTRIBUTE = 'otel.metric.overflow';
 
+/** How many of the longest idle workloads eviction looks through for one already exported. */
+export const EVICTION_SCAN = 64;
+
+/** Pick the workload to evict: among the `scan` first (longest idle), the first not dirty; else the first. */
+export function evictionVictim<W extends { dirty: boolean }>(workloads: Map<string, W>, scan = EVICTION_SCAN): [string, W] | undefined {
+  let first: [string, W] | undefined;
+  let n = 0;
+  for (const e of workloads) {
+    first ??= e;
+    if (!e[1].dirty) return e;
+    if (++n >= scan) break;
+  }
+  return first;
+}
+
+/** Default idle time after which a workload's series are dropped (after one last export). */
+export const DEFAULT_WORKLOAD_IDLE_MS = 5 * 60_000;
+
 export interface MetricStoreOptions {
+  /** workloads (resources) held; past it the longest idle is evicted */
   maxWorkloads: number;
+  /** a workload with no measurement for this long is exported once more, then dropped (default 5 min) */
+  idleMs?: number;
   maxSeries: number;
   maxDnsNamesPerWorkload: number;
 }
@@ -86,7 +118,10 @@ export interface MetricStoreStats {
   overflowed: number;
   /** dns.question.name values recorded as _OTHER */
   dnsNamesCapped: number;
+  /** workloads dropped because maxWorkloads were held (their series end early) */
   workloadsEvicted: number;
+  /** workloads dropped after idleMs without measurements (exited processes), after their last export */
+  workloadsExpired: number;
 }
 
 interface Series {
@@ -103,6 +138,26 @@ interface Workload {
   resource: Resource;
   instruments: Map<InstrumentDef, Map<string, Series>>;
   dnsNames: Set<string>;
+  /** time of the last measurement, ms since the epoch */
+  lastMs: number;
+  /** measured since the last snapshot (evicting it would lose data no export carried) */
+  dirty: boolean;
+}
+
+const identities = new WeakMap<Resource, string>();
+
+/** A resource's identity: its attributes, order-independent (cached per Resource object). */
+export function resourceIdentity(resource: Resource): string {
+  let id = identities.get(resource);
+  if (id === undefined) {
+    id = JSON.stringify(Object.entries(resource.attributes).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    identities.set(resource, id);
+  }
+  return id;
+}
+
+export function hrToMs(t: HrTime): number {
+  return t[0] * 1000 + t[1] / 1e6;
 }
 
 function seriesKey(attrs: Record<string, AttrValue>): string {
@@ -112,42 +167,50 @@ function seriesKey(attrs: Record<string, AttrValue>): string {
 }
 
 export class MetricStore {
-  private readonly opts: MetricStoreOptions;
-  private readonly workloads = new Map<Resource, Workload>();
-  readonly stats: MetricStoreStats = { recorded: 0, series: 0, overflowed: 0, dnsNamesCapped: 0, workloadsEvicted: 0 };
+  private readonly opts: Required<MetricStoreOptions>;
+  /** by resourceIdentity(), least recently recorded first */
+  private readonly workloads = new Map<string, Workload>();
+  readonly stats: MetricStoreStats = { recorded: 0, series: 0, overflowed: 0, dnsNamesCapped: 0, workloadsEvicted: 0, workloadsExpired: 0 };
 
   constructor(opts: MetricStoreOptions) {
-    this.opts = opts;
+    this.opts = { idleMs: DEFAULT_WORKLOAD_IDLE_MS, ...opts };
   }
 
   get workloadCount(): number {
     return this.workloads.size;
   }
 
-  private workload(resource: Resource): Workload {
-    let w = this.workloads.get(resource);
+  private drop(id: string, w: Workload): void {
+    for (const m of w.instruments.values()) this.stats.series -= m.size;
+    this.workloads.delete(id);
+  }
+
+  private workload(resource: Resource, nowMs: number): Workload {
+    const id = resourceIdentity(resource);
+    let w = this.workloads.get(id);
     if (w) {
       // most recently used last, so eviction takes the longest idle
-      this.workloads.delete(resource);
-      this.workloads.set(resource, w);
+      this.workloads.delete(id);
+      this.workloads.set(id, w);
+      w.resource = resource;
+      w.dirty = true;
+      if (nowMs > w.lastMs) w.lastMs = nowMs;
       return w;
     }
     if (this.workloads.size >= this.opts.maxWorkloads) {
-      const oldest = this.workloads.keys().next();
-      if (!oldest.done) {
-        const gone = this.workloads.get(oldest.value)!;
-        for (const m of gone.instruments.values()) this.stats.series -= m.size;
-        this.workloads.delete(oldest.value);
+      const victim = evictionVictim(this.workloads);
+      if (victim) {
+        this.drop(victim[0], victim[1]);
         this.stats.workloadsEvicted++;
       }
     }
-    w = { resource, instruments: new Map(), dnsNames: new Set() };
-    this.workloads.set(resource, w);
+    w = { resource, instruments: new Map(), dnsNames: new Set(), lastMs: nowMs, dirty: true };
+    this.workloads.set(id, w);
     return w;
   }
 
   record(resource: Resource, def: InstrumentDef, attrs: Record<string, AttrValue>, value: number, now: HrTime): void {
-    const w = this.workload(resource);
+    const w = this.workload(resource, hrToMs(now));
     if (def === INSTRUMENTS.dnsLookup) {
       const name = attrs[ATTR_DNS_QUESTION_NAME];
       if (typeof name === 'string' && !w.dnsNames.has(name)) {
@@ -188,10 +251,19 @@ export class MetricStore {
     this.stats.recorded++;
   }
 
-  /** Cumulative snapshot, one ResourceMetrics per workload. */
+  /**
+   * Cumulative snapshot, one ResourceMetrics per workload. Workloads idle for idleMs are in
+   * this snapshot for the last time: they are dropped from the store afterwards.
+   */
   collect(now: HrTime): ResourceMetrics[] {
     const out: ResourceMetrics[] = [];
-    for (const w of this.workloads.values()) {
+    const expireBefore = hrToMs(now) - this.opts.idleMs;
+    for (const [id, w] of this.workloads) {
+      if (w.lastMs <= expireBefore) {
+        this.drop(id, w); // deleting the current entry while iterating a Map is safe
+        this.stats.workloadsExpired++;
+      }
+      w.dirty = false;
       const metrics = [...w.instruments.entries()].map(([def, series]) => ({
         descriptor: { name: def.name, description: def.description, unit: def.unit, valueType: ValueType.DOUBLE },
         aggregationTemporality: AggregationTemporality.CUMULATIVE,
@@ -260,17 +332,28 @@ export interface MetricSource {
   collect(now: HrTime): ResourceMetrics[];
 }
 
-/** Sends the store's snapshot every intervalMs; one export round at a time. */
+/** An exporter that can send several workloads in one request (metricexporter.ts). */
+export interface BatchMetricExporter extends PushMetricExporter {
+  exportBatch(metrics: ResourceMetrics[], resultCallback: (result: { code: ExportResultCode; error?: Error }) => void): void;
+}
+
+/** Workloads (ResourceMetrics) per export request: few requests, each well under the Collector's 4 MiB gRPC limit. */
+export const WORKLOADS_PER_REQUEST = 64;
+
+/**
+ * Sends the store's snapshot every intervalMs; one export round at a time. A batch exporter
+ * gets WORKLOADS_PER_REQUEST workloads per request; another, one request per workload.
+ */
 export class MetricExportLoop {
   private readonly store: MetricSource;
-  private readonly exporter: PushMetricExporter;
+  private readonly exporter: PushMetricExporter | BatchMetricExporter;
   private readonly intervalMs: number;
   private readonly onError: (m: string) => void;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   readonly stats: MetricExportStats = { exports: 0, failures: 0 };
 
-  constructor(store: MetricSource, exporter: PushMetricExporter, intervalMs: number, onError: (m: string) => void = () => {}) {
+  constructor(store: MetricSource, exporter: PushMetricExporter | BatchMetricExporter, intervalMs: number, onError: (m: string) => void = () => {}) {
     this.store = store;
     this.exporter = exporter;
     this.intervalMs = intervalMs;
@@ -287,8 +370,13 @@ export class MetricExportLoop {
     if (this.running) return this.running;
     this.running = (async () => {
       const now = hrTime(BigInt(Date.now()) * 1_000_000n);
-      for (const rm of this.store.collect(now)) {
-        const r = await new Promise<{ code: ExportResultCode; error?: Error }>((resolve) => this.exporter.export(rm, resolve));
+      const all = this.store.collect(now);
+      const ex = this.exporter;
+      const batch = 'exportBatch' in ex ? ex : undefined;
+      const step = batch ? WORKLOADS_PER_REQUEST : 1;
+      for (let i = 0; i < all.length; i += step) {
+        const chunk = all.slice(i, i + step);
+        const r = await new Promise<{ code: ExportResultCode; error?: Error }>((resolve) => (batch ? batch.exportBatch(chunk, resolve) : ex.export(chunk[0]!, resolve)));
         if (r.code === ExportResultCode.SUCCESS) this.stats.exports++;
         else {
           this.stats.failures++;

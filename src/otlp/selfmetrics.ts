@@ -48,6 +48,19 @@ export interface SelfSnapshot {
   sdk?: SdkSelfStats;
   /** the iter/tcp pickup of connections open before the agent started; absent in snapshots made without it */
   pickup?: PickupSelfStats;
+  /** the per-workload metric stores (otlp/metrics.ts `requests`, otlp/connmetrics.ts `tcp`); absent when metrics are not exported */
+  workloadMetrics?: Record<'requests' | 'tcp', WorkloadMetricsSelfStats>;
+  /** the agent process's memory (process.memoryUsage()); absent in snapshots made without it */
+  memory?: { rss: number; heapUsed: number; heapTotal: number };
+}
+
+/** One per-workload metric store: workloads held, and dropped by reason. */
+export interface WorkloadMetricsSelfStats {
+  workloads: number;
+  /** dropped because the store held maxWorkloads (their series ended early) */
+  evicted: number;
+  /** dropped after the idle time without measurements (exited processes), after a last export */
+  expired: number;
 }
 
 /** The pickup at start (receiver/pickup.ts PickupStats; only the counts exported here). */
@@ -195,6 +208,28 @@ export function selfMetrics(s: SelfSnapshot): SelfMetric[] {
       { name: 'sidelight.pickup.sockets', prom: 'sidelight_pickup_sockets_total', description: 'Connected TCP sockets open before the agent started, found by the pickup at start, by outcome.', unit: '{socket}', kind: 'counter', points: PICKUP_OUTCOMES.map((o) => p(outcomes[o], { outcome: o })) },
       { name: 'sidelight.pickup.listeners', prom: 'sidelight_pickup_listeners_total', description: 'Listening TCP sockets found by the pickup at start (on wanted ports).', unit: '{socket}', kind: 'counter', points: [p(k.listeners)] },
       { name: 'sidelight.pickup.failures', prom: 'sidelight_pickup_failures_total', description: 'Pickup runs that failed (roles then come from the first bytes).', unit: '{run}', kind: 'counter', points: [p(k.failed)] },
+    );
+  }
+  const w = s.workloadMetrics;
+  if (w) {
+    const stores = Object.entries(w);
+    out.push(
+      { name: 'sidelight.metrics.workloads', prom: 'sidelight_metrics_workloads', description: 'Workloads (resources) whose metric series the agent holds, by store.', unit: '{workload}', kind: 'gauge', points: stores.map(([store, v]) => p(v.workloads, { store })) },
+      {
+        name: 'sidelight.metrics.workloads.dropped',
+        prom: 'sidelight_metrics_workloads_dropped_total',
+        description: 'Workloads whose metric series were dropped, by store and reason (evicted: the bound was reached; expired: idle, after a last export).',
+        unit: '{workload}',
+        kind: 'counter',
+        points: stores.flatMap(([store, v]) => [p(v.evicted, { store, reason: 'evicted' }), p(v.expired, { store, reason: 'expired' })]),
+      },
+    );
+  }
+  if (s.memory) {
+    out.push(
+      { name: 'process.memory.usage', prom: 'process_resident_memory_bytes', description: 'Resident memory of the agent process.', unit: 'By', kind: 'gauge', points: [p(s.memory.rss)] },
+      { name: 'sidelight.memory.heap.used', prom: 'sidelight_memory_heap_used_bytes', description: 'V8 heap in use (live objects and garbage not yet collected).', unit: 'By', kind: 'gauge', points: [p(s.memory.heapUsed)] },
+      { name: 'sidelight.memory.heap.size', prom: 'sidelight_memory_heap_size_bytes', description: 'V8 heap reserved (old and young generations; the young one is capped by --max-semi-space-size).', unit: 'By', kind: 'gauge', points: [p(s.memory.heapTotal)] },
     );
   }
   if (s.traces) {

@@ -61,3 +61,24 @@ test('workloads past maxWorkloads: the longest idle is evicted with its series',
   t.is(m.stats.workloadsEvicted, 1);
   t.is(m.stats.series, 1);
 });
+
+test('a workload with no fact for idleMs is exported once more, then expired, counted', (t) => {
+  let clock = 1_700_000_000_000;
+  const m = new ConnMetricStore({ maxWorkloads: 10, maxSeries: 10, idleMs: 60_000, nowMs: () => clock });
+  const gone = resourceFromAttributes({ 'service.name': 'curl', 'process.pid': 101 });
+  const alive = resourceFromAttributes({ 'service.name': 'nginx', 'process.pid': 7 });
+  m.record({ kind: 'opened', process: proc, role: 'client', conn: conn('10.0.0.1') }, gone);
+  m.record({ kind: 'opened', process: proc, role: 'server', conn: conn('10.0.0.2') }, alive);
+  const hr = (ms: number): [number, number] => [Math.floor(ms / 1000), (ms % 1000) * 1e6];
+  t.is(m.collect(hr(clock + 30_000)).length, 2);
+  clock += 50_000;
+  m.record({ kind: 'opened', process: proc, role: 'server', conn: conn('10.0.0.2') }, resourceFromAttributes({ 'process.pid': 7, 'service.name': 'nginx' }));
+  t.is(m.workloadCount, 2, 'a rebuilt Resource with the same attributes is the same workload');
+  const last = m.collect(hr(clock + 10_000));
+  t.deepEqual(last.map((x) => x.resource.attributes['process.pid']), [101, 7], 'the idle one is in its last snapshot');
+  t.is(m.stats.workloadsExpired, 1);
+  t.is(m.workloadCount, 1);
+  t.deepEqual(m.collect(hr(clock + 11_000)).map((x) => x.resource.attributes['process.pid']), [7]);
+  t.is(m.stats.series, 1);
+  t.is(m.stats.workloadsEvicted, 0);
+});

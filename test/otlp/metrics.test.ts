@@ -1,7 +1,9 @@
 import test from 'ava';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { DataPointType } from '@opentelemetry/sdk-metrics';
-import { DURATION_BUCKETS, INSTRUMENTS, MetricStore, OVERFLOW_ATTRIBUTE, recordSpan } from '../../src/otlp/metrics.js';
+import { OtlpMetricExporter } from '../../src/otlp/metricexporter.js';
+import { DURATION_BUCKETS, INSTRUMENTS, MetricExportLoop, MetricStore, OVERFLOW_ATTRIBUTE, recordSpan, WORKLOADS_PER_REQUEST } from '../../src/otlp/metrics.js';
+import { startOtlpServer } from '../helpers/otlpserver.js';
 import type { SidelightSpan } from '../../src/receiver/span.js';
 
 const now: [number, number] = [1_700_000_000, 0];
@@ -76,4 +78,95 @@ test('workloads are bounded: the longest idle is evicted, counted', (t) => {
   t.deepEqual(m.collect(now).map((x) => x.resource.attributes['service.name']), ['a', 'c']);
   t.is(m.stats.workloadsEvicted, 1);
   t.is(m.stats.series, 2);
+});
+
+const at = (sec: number): [number, number] => [1_700_000_000 + sec, 0];
+const pids = (out: ReturnType<MetricStore['collect']>) => out.map((x) => x.resource.attributes['process.pid']);
+
+test('an idle workload (an exited process) is exported once more, then expired, counted', (t) => {
+  const m = new MetricStore({ maxWorkloads: 100, maxSeries: 10, maxDnsNamesPerWorkload: 10, idleMs: 60_000 });
+  const gone = resourceFromAttributes({ 'service.name': 'curl', 'process.pid': 101 });
+  const alive = resourceFromAttributes({ 'service.name': 'nginx', 'process.pid': 7 });
+  m.record(gone, INSTRUMENTS.httpClient, { 'server.port': 80 }, 0.01, at(0));
+  m.record(alive, INSTRUMENTS.httpServer, {}, 0.01, at(0));
+  t.deepEqual(pids(m.collect(at(30))), [101, 7], 'both exported while fresh');
+  m.record(alive, INSTRUMENTS.httpServer, {}, 0.01, at(50));
+  // 60 s after its last measurement: in this snapshot for the last time, with its full value
+  const last = m.collect(at(60));
+  t.deepEqual(pids(last), [101, 7]);
+  t.is((last[0]!.scopeMetrics[0]!.metrics[0]!.dataPoints[0]!.value as { count: number }).count, 1);
+  t.is(m.stats.workloadsExpired, 1);
+  t.is(m.workloadCount, 1);
+  t.is(m.stats.series, 1);
+  t.deepEqual(pids(m.collect(at(70))), [7], 'gone from the next snapshot');
+  t.is(m.stats.workloadsEvicted, 0, 'expiry is not an LRU eviction');
+  // recording again after expiry starts a new cumulative series (new start time)
+  m.record(gone, INSTRUMENTS.httpClient, { 'server.port': 80 }, 0.02, at(80));
+  const again = m.collect(at(81)).find((x) => x.resource.attributes['process.pid'] === 101)!.scopeMetrics[0]!.metrics[0]!.dataPoints[0]!;
+  t.deepEqual(again.startTime, at(80));
+  t.is((again.value as { count: number }).count, 1);
+});
+
+test('churn: thousands of short-lived workloads stay within maxWorkloads and expire after their export', (t) => {
+  const m = new MetricStore({ maxWorkloads: 64, maxSeries: 10, maxDnsNamesPerWorkload: 10, idleMs: 10_000 });
+  let exported = 0;
+  for (let pid = 1000; pid < 6000; pid++) {
+    const sec = (pid - 1000) / 100; // 100 processes a second
+    m.record(resourceFromAttributes({ 'service.name': 'curl', 'process.pid': pid }), INSTRUMENTS.httpClient, {}, 0.01, at(sec));
+    t.true(m.workloadCount <= 64);
+    if (pid % 100 === 0) exported += m.collect(at(sec)).length;
+  }
+  t.is(m.stats.workloadsEvicted, 5000 - 64, 'at 100/s with a 64 bound, LRU eviction does the bounding');
+  t.true(exported > 0);
+  m.collect(at(200));
+  t.is(m.workloadCount, 0, 'all idle: all expired');
+  t.is(m.stats.series, 0);
+  t.is(m.stats.workloadsExpired + m.stats.workloadsEvicted, 5000);
+});
+
+test('workloads are keyed by resource attributes: a rebuilt Resource for the same process continues its series', (t) => {
+  const m = new MetricStore({ maxWorkloads: 10, maxSeries: 10, maxDnsNamesPerWorkload: 10 });
+  const first = resourceFromAttributes({ 'service.name': 'nginx', 'process.pid': 7 });
+  const rebuilt = resourceFromAttributes({ 'process.pid': 7, 'service.name': 'nginx' }); // a new object, attributes in another order
+  m.record(first, INSTRUMENTS.httpServer, {}, 0.01, now);
+  m.record(rebuilt, INSTRUMENTS.httpServer, {}, 0.01, now);
+  const out = m.collect(now);
+  t.is(out.length, 1, 'one workload, not two conflicting cumulative streams');
+  t.is(out[0]!.resource, rebuilt, 'exported under the latest Resource object');
+  t.is((out[0]!.scopeMetrics[0]!.metrics[0]!.dataPoints[0]!.value as { count: number }).count, 2);
+});
+
+test('at the bound, eviction prefers a workload already exported since its last measurement', (t) => {
+  const m = new MetricStore({ maxWorkloads: 3, maxSeries: 10, maxDnsNamesPerWorkload: 10 });
+  const r = (pid: number) => resourceFromAttributes({ 'service.name': 'curl', 'process.pid': pid });
+  m.record(r(1), INSTRUMENTS.httpClient, {}, 0.01, now);
+  m.record(r(2), INSTRUMENTS.httpClient, {}, 0.01, now);
+  m.collect(now); // 1 and 2 exported
+  m.record(r(1), INSTRUMENTS.httpClient, {}, 0.01, now); // 1 measured again: not exported since
+  m.record(r(3), INSTRUMENTS.httpClient, {}, 0.01, now);
+  m.record(r(4), INSTRUMENTS.httpClient, {}, 0.01, now); // full: 2 is the longest idle and clean
+  t.deepEqual(pids(m.collect(now)), [1, 3, 4]);
+  // nothing clean left among them after new measurements: the longest idle goes, data and all
+  for (const pid of [1, 3, 4]) m.record(r(pid), INSTRUMENTS.httpClient, {}, 0.01, now);
+  m.record(r(5), INSTRUMENTS.httpClient, {}, 0.01, now);
+  t.deepEqual(pids(m.collect(now)), [3, 4, 5]);
+  t.is(m.stats.workloadsEvicted, 2);
+});
+
+test('the export loop sends many workloads per request (WORKLOADS_PER_REQUEST), each workload once per round', async (t) => {
+  const srv = await startOtlpServer('http');
+  const ex = new OtlpMetricExporter({ url: srv.metricsUrl, protocol: 'http/json', headers: {}, timeoutMs: 5000, compression: 'gzip', insecure: false });
+  const m = new MetricStore({ maxWorkloads: 1000, maxSeries: 10, maxDnsNamesPerWorkload: 10 });
+  const n = 2 * WORKLOADS_PER_REQUEST + 3;
+  for (let pid = 1; pid <= n; pid++) m.record(resourceFromAttributes({ 'service.name': 'curl', 'process.pid': pid }), INSTRUMENTS.httpClient, {}, 0.01, [Math.floor(Date.now() / 1000), 0]);
+  const loop = new MetricExportLoop(m, ex, 60_000);
+  await loop.flush();
+  await ex.shutdown();
+  await srv.close();
+  type Body = { resourceMetrics: Array<{ resource: { attributes: Array<{ key: string; value: { intValue?: string | number } }> } }> };
+  const bodies = srv.requests.map((r) => JSON.parse(r.body.toString('utf8')) as Body);
+  t.deepEqual(bodies.map((b) => b.resourceMetrics.length), [WORKLOADS_PER_REQUEST, WORKLOADS_PER_REQUEST, 3]);
+  const seen = bodies.flatMap((b) => b.resourceMetrics.map((rm) => Number(rm.resource.attributes.find((a) => a.key === 'process.pid')!.value.intValue)));
+  t.deepEqual(seen.sort((a, b) => a - b), Array.from({ length: n }, (_, i) => i + 1));
+  t.deepEqual(loop.stats, { exports: 3, failures: 0 });
 });

@@ -104,3 +104,27 @@ test('OTLP: the same metrics under the agent resource, through the metric export
   t.is(Number(metrics.get('sidelight.export.duration')!.histogram!.dataPoints[0]!.count), 3);
   t.deepEqual(loop.stats, { exports: 1, failures: 0 });
 });
+
+test('Prometheus text: workload metric stores (held, dropped by reason) and the agent memory', (t) => {
+  const text = renderPrometheus(
+    selfMetrics({
+      ...snapshot(),
+      workloadMetrics: { requests: { workloads: 64, evicted: 900, expired: 36 }, tcp: { workloads: 12, evicted: 0, expired: 5 } },
+      memory: { rss: 150_000_000, heapUsed: 30_000_000, heapTotal: 60_000_000 },
+    }),
+  );
+  const lines = text.split('\n');
+  for (const line of [
+    '# TYPE sidelight_metrics_workloads gauge',
+    'sidelight_metrics_workloads{store="requests"} 64',
+    'sidelight_metrics_workloads{store="tcp"} 12',
+    'sidelight_metrics_workloads_dropped_total{store="requests",reason="evicted"} 900',
+    'sidelight_metrics_workloads_dropped_total{store="requests",reason="expired"} 36',
+    'sidelight_metrics_workloads_dropped_total{store="tcp",reason="expired"} 5',
+    'process_resident_memory_bytes 150000000',
+    'sidelight_memory_heap_used_bytes 30000000',
+    'sidelight_memory_heap_size_bytes 60000000',
+  ])
+    t.true(lines.includes(line), `missing: ${line}`);
+  t.false(renderPrometheus(selfMetrics(snapshot())).includes('sidelight_metrics_workloads'), 'absent when metrics are not exported');
+});
