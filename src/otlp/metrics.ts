@@ -162,7 +162,7 @@ export function hrToMs(t: HrTime): number {
 
 function seriesKey(attrs: Record<string, AttrValue>): string {
   let k = '';
-  for (const [a, v] of Object.entries(attrs)) k += `${a}\u0000${String(v)}\u0001`;
+  for (const a in attrs) k += a + '\u0000' + String(attrs[a]) + '\u0001';
   return k;
 }
 
@@ -180,12 +180,31 @@ export class MetricStore {
     return this.workloads.size;
   }
 
+  /** the workload of the last record() (spans of one process come in runs): skips the LRU move */
+  private lastResource: Resource | undefined;
+  private lastWorkload: Workload | undefined;
+
   private drop(id: string, w: Workload): void {
     for (const m of w.instruments.values()) this.stats.series -= m.size;
     this.workloads.delete(id);
+    if (this.lastWorkload === w) this.lastResource = this.lastWorkload = undefined;
   }
 
   private workload(resource: Resource, nowMs: number): Workload {
+    const last = this.lastWorkload;
+    if (last && resource === this.lastResource) {
+      // already the most recently used: no move needed
+      last.dirty = true;
+      if (nowMs > last.lastMs) last.lastMs = nowMs;
+      return last;
+    }
+    const w = this.workloadSlow(resource, nowMs);
+    this.lastResource = resource;
+    this.lastWorkload = w;
+    return w;
+  }
+
+  private workloadSlow(resource: Resource, nowMs: number): Workload {
     const id = resourceIdentity(resource);
     let w = this.workloads.get(id);
     if (w) {
@@ -209,13 +228,15 @@ export class MetricStore {
     return w;
   }
 
-  record(resource: Resource, def: InstrumentDef, attrs: Record<string, AttrValue>, value: number, now: HrTime): void {
+  /** `key`: seriesKey(attrs) when the caller already has it (several instruments, one attribute set). */
+  record(resource: Resource, def: InstrumentDef, attrs: Record<string, AttrValue>, value: number, now: HrTime, key?: string): void {
     const w = this.workload(resource, hrToMs(now));
     if (def === INSTRUMENTS.dnsLookup) {
       const name = attrs[ATTR_DNS_QUESTION_NAME];
       if (typeof name === 'string' && !w.dnsNames.has(name)) {
         if (w.dnsNames.size >= this.opts.maxDnsNamesPerWorkload) {
           attrs = { ...attrs, [ATTR_DNS_QUESTION_NAME]: '_OTHER' };
+          key = undefined;
           this.stats.dnsNamesCapped++;
         } else {
           w.dnsNames.add(name);
@@ -224,7 +245,7 @@ export class MetricStore {
     }
     let m = w.instruments.get(def);
     if (!m) w.instruments.set(def, (m = new Map()));
-    let key = seriesKey(attrs);
+    key ??= seriesKey(attrs);
     let s = m.get(key);
     if (!s) {
       if (m.size >= this.opts.maxSeries) {
@@ -307,11 +328,12 @@ export function recordSpan(store: MetricStore, s: SidelightSpan, resource: Resou
     const attrs = server
       ? pick([ATTR_HTTP_REQUEST_METHOD, ATTR_HTTP_RESPONSE_STATUS_CODE, ATTR_HTTP_ROUTE, ATTR_URL_SCHEME, ATTR_NETWORK_PROTOCOL_VERSION, ATTR_ERROR_TYPE])
       : pick([ATTR_HTTP_REQUEST_METHOD, ATTR_HTTP_RESPONSE_STATUS_CODE, ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT, ATTR_NETWORK_PROTOCOL_VERSION, ATTR_ERROR_TYPE]);
-    store.record(resource, server ? INSTRUMENTS.httpServer : INSTRUMENTS.httpClient, attrs, seconds, now);
+    const key = seriesKey(attrs);
+    store.record(resource, server ? INSTRUMENTS.httpServer : INSTRUMENTS.httpClient, attrs, seconds, now, key);
     // body sizes: same attributes; only for messages seen to their end
     const body = s.bodySize;
-    if (body?.request !== undefined) store.record(resource, server ? INSTRUMENTS.httpServerRequestBody : INSTRUMENTS.httpClientRequestBody, attrs, body.request, now);
-    if (body?.response !== undefined) store.record(resource, server ? INSTRUMENTS.httpServerResponseBody : INSTRUMENTS.httpClientResponseBody, attrs, body.response, now);
+    if (body?.request !== undefined) store.record(resource, server ? INSTRUMENTS.httpServerRequestBody : INSTRUMENTS.httpClientRequestBody, attrs, body.request, now, key);
+    if (body?.response !== undefined) store.record(resource, server ? INSTRUMENTS.httpServerResponseBody : INSTRUMENTS.httpClientResponseBody, attrs, body.response, now, key);
   }
 }
 
