@@ -47,7 +47,7 @@ import { SdkProcesses } from './receiver/sdkdetect.js';
 import { RouteTemplater } from './receiver/routes.js';
 import { TcpTracker } from './receiver/tcpconn.js';
 import { decodePickup, newPickupStats, seedFromPickup } from './receiver/pickup.js';
-import { decodeBatchFrom, type DecodeStats, type KernelEvent } from './receiver/decode.js';
+import { decodeBatchFrom, decodeCacheStats, type DecodeStats, type KernelEvent } from './receiver/decode.js';
 import {
   BPF_NAMES,
   COUNTER_NAMES,
@@ -66,6 +66,8 @@ import {
   SL_EXE_LEN,
   TLS_PROGRAM_NAMES,
 } from './receiver/layout.js';
+import { internStats } from './receiver/http1.js';
+import { keyCacheStats } from './otlp/encode.js';
 import type { SidelightSpan } from './receiver/span.js';
 import { AGENT_NAME, AGENT_VERSION } from './version.js';
 
@@ -603,6 +605,8 @@ export class Agent {
       batches: this.batches,
       backlog: { bytes: this.backlogBytes, batches: this.backlog.length, paused: this.pollPaused, highBytes: this.backlogHigh, ...this.backlogStats },
       decode: { ...this.decodeStats },
+      // bounded caches on the per-event path (slots fixed at module load): hit rates
+      caches: { decode: { ...decodeCacheStats }, httpIntern: { ...internStats }, otlpKeys: { ...keyCacheStats } },
       connections: { size: this.table.size, ...this.table.stats, http: { ...this.table.stats.http }, trace: { ...this.table.stats.trace, ...this.table.traces.sizes } },
       dns: { pending: this.dns.size, ...this.dns.stats },
       tls: this.tls ? { ...this.tls.stats } : null,

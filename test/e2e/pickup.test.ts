@@ -136,7 +136,7 @@ test.serial('keep-alive connections open before the agent: pickup seeds roles; l
   const plain = new PyClient(port);
   const streaming = new PyClient(port);
   let spans: CollectorSpan[] = [];
-  let health: { pickup: Record<string, number>; connections: Record<string, number> } | undefined;
+  let health: { pickup: Record<string, number>; connections: Record<string, number>; caches: Record<string, { hits?: number; misses?: number; size?: number }> } | undefined;
   let prom = '';
   const answers: Answer[] = [];
   try {
@@ -207,6 +207,9 @@ test.serial('keep-alive connections open before the agent: pickup seeds roles; l
   t.is(health!.connections['pickedUp'], 4);
   t.true(health!.connections['pickupTailChunks']! >= 2 * 30, `tail chunks skipped: ${health!.connections['pickupTailChunks']}`);
   t.is(health!.connections['notHttp'], 0);
+  // the per-event caches report their use
+  const c = health!.caches;
+  t.true(c['decode']!.hits! + c['decode']!.misses! > 0 && c['httpIntern']!.hits! + c['httpIntern']!.misses! > 0 && c['otlpKeys']!.size! > 0, JSON.stringify(c));
   const m = parsePrometheus(prom);
   const metric = (name: string, labels: Record<string, string> = {}): number | undefined =>
     m.find((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))?.value;
