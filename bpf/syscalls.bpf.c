@@ -583,7 +583,7 @@ static __always_inline int sl_enter(const struct pt_regs *regs, u8 sys)
 	return 0;
 }
 
-static __always_inline int sl_exit_data(const struct sl_inflight *fp, u64 pid_tgid, s64 ret);
+static __always_inline int sl_exit_data(const struct sl_inflight *f, u64 pid_tgid, s64 ret);
 
 /*
  * Exit of a receive (sl_is_ingress_data): filter and describe it now, from the registers.
@@ -674,29 +674,28 @@ static __always_inline int sl_exit(s64 ret)
 }
 
 /* The DATA record(s) of a send or receive that returned `ret`. */
-static __always_inline int sl_exit_data(const struct sl_inflight *fp, u64 pid_tgid, s64 ret)
+static __always_inline int sl_exit_data(const struct sl_inflight *f, u64 pid_tgid, s64 ret)
 {
-	struct sl_inflight f = *fp;
 	struct sl_scratch *s;
 	struct sock *sk;
 
-	if ((ret == -SL_ECONNRESET || ret == -SL_EPIPE) && f.proto == SL_IPPROTO_TCP) {
+	if ((ret == -SL_ECONNRESET || ret == -SL_EPIPE) && f->proto == SL_IPPROTO_TCP) {
 		/* the peer reset the connection: a DATA event without payload, ret < 0, so that
 		 * userspace ends the requests left unanswered with error.type connection_reset */
 		if (!(s = sl_scratch_get()))
 			return 0;
-		sl_fill_header(&s->ev, SL_EV_DATA, f.sys, pid_tgid, f.fd, (struct sock *)f.sk, f.ts, ret);
+		sl_fill_header(&s->ev, SL_EV_DATA, f->sys, pid_tgid, f->fd, (struct sock *)f->sk, f->ts, ret);
 		s->ev.proto = SL_IPPROTO_TCP;
 		sl_submit(s);
 		return 0;
 	}
 	if (ret <= 0)
 		return 0; /* EAGAIN, EOF, other errors: nothing transferred */
-	sk = (struct sock *)f.sk;
+	sk = (struct sock *)f->sk;
 	/* a process that only resolves names never connects over TCP: describe it here */
-	if (f.proto == SL_IPPROTO_UDP)
+	if (f->proto == SL_IPPROTO_UDP)
 		sl_describe_process(pid_tgid);
-	switch (f.sys) {
+	switch (f->sys) {
 	case SL_SYS_SENDMMSG:
 	case SL_SYS_RECVMMSG: {
 		/* ret counts messages: one event per message, up to SL_MAX_MMSG */
@@ -705,9 +704,9 @@ static __always_inline int sl_exit_data(const struct sl_inflight *fp, u64 pid_tg
 		for (int i = 0; i < SL_MAX_MMSG; i++) {
 			struct mmsghdr mh;
 
-			if (i >= ret || bpf_probe_read_user(&mh, sizeof(mh), &((struct mmsghdr *)f.arg1)[i]))
+			if (i >= ret || bpf_probe_read_user(&mh, sizeof(mh), &((struct mmsghdr *)f->arg1)[i]))
 				break;
-			sl_emit_msg(&f, pid_tgid, sk, &mh.msg_hdr, mh.msg_len);
+			sl_emit_msg(f, pid_tgid, sk, &mh.msg_hdr, mh.msg_len);
 		}
 		return 0;
 	}
@@ -715,13 +714,13 @@ static __always_inline int sl_exit_data(const struct sl_inflight *fp, u64 pid_tg
 	case SL_SYS_RECVMSG: {
 		struct user_msghdr mh = {};
 
-		if (bpf_probe_read_user(&mh, sizeof(mh), (void *)f.arg1))
+		if (bpf_probe_read_user(&mh, sizeof(mh), (void *)f->arg1))
 			sl_count(SL_CNT_READ_FAIL);
-		sl_emit_msg(&f, pid_tgid, sk, &mh, (u64)ret);
+		sl_emit_msg(f, pid_tgid, sk, &mh, (u64)ret);
 		return 0;
 	}
 	default:
-		sl_emit_buf(&f, pid_tgid, sk, (u64)ret);
+		sl_emit_buf(f, pid_tgid, sk, (u64)ret);
 		return 0;
 	}
 }

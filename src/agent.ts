@@ -427,13 +427,17 @@ export class Agent {
       this.backlogStats.pauses++;
       this.obj.setPaused(true);
     }
-    if (!this.drainScheduled) {
-      this.drainScheduled = true;
-      setImmediate(() => {
-        this.drainScheduled = false;
-        this.drainBacklog(BATCH_SLICE_MS);
-      });
-    }
+    this.scheduleDrain();
+  }
+
+  /** One drainBacklog slice on the next check phase (after this turn's I/O), once. */
+  private scheduleDrain(): void {
+    if (this.drainScheduled || this.stopped) return;
+    this.drainScheduled = true;
+    setImmediate(() => {
+      this.drainScheduled = false;
+      this.drainBacklog(BATCH_SLICE_MS);
+    });
   }
 
   /** Process backlog for about sliceMs (Infinity: all of it), then reschedule if any is left. */
@@ -464,13 +468,7 @@ export class Agent {
       this.pollPaused = false;
       this.obj?.setPaused(false);
     }
-    if (this.backlog.length > 0 && !this.drainScheduled && !this.stopped) {
-      this.drainScheduled = true;
-      setImmediate(() => {
-        this.drainScheduled = false;
-        this.drainBacklog(BATCH_SLICE_MS);
-      });
-    }
+    if (this.backlog.length > 0) this.scheduleDrain();
   }
 
   private route(ev: KernelEvent): void {

@@ -130,16 +130,29 @@ function mix(h: number, w: number): number {
   return Math.imul(h ^ w, 0x9e3779b1) ^ (h >>> 15);
 }
 
-function cachedConn(bytes: Uint8Array, dv: DataView, base: number): ConnInfo {
+/**
+ * The value of the `words` 32-bit words at `off`, from slot array `vals` (raw copies in
+ * `raw`), decoding with `decode` on a miss. `decode` is a module-level function (no closure
+ * per call: this runs per event).
+ */
+function cachedWords<T>(
+  bytes: Uint8Array,
+  dv: DataView,
+  off: number,
+  words: number,
+  raw: Uint32Array,
+  vals: (T | undefined)[],
+  decode: (bytes: Uint8Array, dv: DataView, off: number) => T,
+): T {
   let h = 0;
-  for (let i = 0; i < CONN_WORDS; i++) h = mix(h, dv.getUint32(base + 4 * i, true));
+  for (let i = 0; i < words; i++) h = mix(h, dv.getUint32(off + 4 * i, true));
   const slot = (h ^ (h >>> 16)) & SLOT_MASK;
-  const at = slot * CONN_WORDS;
-  const hit = connVal[slot];
+  const at = slot * words;
+  const hit = vals[slot];
   if (hit !== undefined) {
     let same = true;
-    for (let i = 0; i < CONN_WORDS; i++) {
-      if (connRaw[at + i] !== dv.getUint32(base + 4 * i, true)) {
+    for (let i = 0; i < words; i++) {
+      if (raw[at + i] !== dv.getUint32(off + 4 * i, true)) {
         same = false;
         break;
       }
@@ -150,36 +163,20 @@ function cachedConn(bytes: Uint8Array, dv: DataView, base: number): ConnInfo {
     }
   }
   decodeCacheStats.misses++;
-  for (let i = 0; i < CONN_WORDS; i++) connRaw[at + i] = dv.getUint32(base + 4 * i, true);
-  const c = decodeConn(bytes, dv, base);
-  connVal[slot] = c;
-  return c;
+  for (let i = 0; i < words; i++) raw[at + i] = dv.getUint32(off + 4 * i, true);
+  const v = decode(bytes, dv, off);
+  vals[slot] = v;
+  return v;
+}
+
+const decodeCommAt = (bytes: Uint8Array, _dv: DataView, off: number): string => decodeComm(bytes, off);
+
+function cachedConn(bytes: Uint8Array, dv: DataView, base: number): ConnInfo {
+  return cachedWords(bytes, dv, base, CONN_WORDS, connRaw, connVal, decodeConn);
 }
 
 function cachedComm(bytes: Uint8Array, dv: DataView, off: number): string {
-  let h = 0;
-  for (let i = 0; i < COMM_WORDS; i++) h = mix(h, dv.getUint32(off + 4 * i, true));
-  const slot = (h ^ (h >>> 16)) & SLOT_MASK;
-  const at = slot * COMM_WORDS;
-  const hit = commVal[slot];
-  if (hit !== undefined) {
-    let same = true;
-    for (let i = 0; i < COMM_WORDS; i++) {
-      if (commRaw[at + i] !== dv.getUint32(off + 4 * i, true)) {
-        same = false;
-        break;
-      }
-    }
-    if (same) {
-      decodeCacheStats.hits++;
-      return hit;
-    }
-  }
-  decodeCacheStats.misses++;
-  for (let i = 0; i < COMM_WORDS; i++) commRaw[at + i] = dv.getUint32(off + 4 * i, true);
-  const c = decodeComm(bytes, off);
-  commVal[slot] = c;
-  return c;
+  return cachedWords(bytes, dv, off, COMM_WORDS, commRaw, commVal, decodeCommAt);
 }
 
 /** a u64 that repeats (socket pointer, cgroup id): the same BigInt value, allocated once */
