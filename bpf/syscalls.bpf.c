@@ -223,9 +223,18 @@ static __always_inline bool sl_sock_wanted(struct sock *sk)
 	return sl_ports_wanted(sl_sock_lport(sk), sl_sock_rport(sk));
 }
 
-static __always_inline u64 sl_wakeup_flags(void)
+/*
+ * Wake the reader only when this record makes the pending data cross wakeup_bytes. Forcing a
+ * wakeup on every record above the threshold (while the reader is busy or paused) queues an
+ * irq_work per record, and raising it writes the APIC: a VM exit on virtual machines, which
+ * measured as most of a record's cost. Two CPUs crossing at once may both skip it; the reader's
+ * poll interval is the backstop.
+ */
+static __always_inline u64 sl_wakeup_flags(u32 size)
 {
-	return bpf_ringbuf_query(&sl_events, BPF_RB_AVAIL_DATA) >= sl_cfg.wakeup_bytes ?
+	u64 avail = bpf_ringbuf_query(&sl_events, BPF_RB_AVAIL_DATA);
+
+	return avail < sl_cfg.wakeup_bytes && avail + size >= sl_cfg.wakeup_bytes ?
 		       BPF_RB_FORCE_WAKEUP :
 		       BPF_RB_NO_WAKEUP;
 }
@@ -259,10 +268,11 @@ static __always_inline void sl_fill_header(struct sl_event *ev, u8 type, u8 sys,
 		/* the process's name (its main thread's comm), not the calling thread's: threads
 		 * rename themselves (MainThread, isc-net-0000) and the process may be gone before
 		 * userspace can read /proc */
-		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+		struct task_struct *leader = bpf_rdonly_cast(bpf_get_current_task_btf()->group_leader,
+							     bpf_core_type_id_kernel(struct task_struct));
 
-		if (BPF_CORE_READ_STR_INTO(&ev->comm, task, group_leader, comm) < 0)
-			bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+		/* direct loads (comm is NUL-padded, TASK_COMM_LEN = sizeof(ev->comm)) */
+		__builtin_memcpy(ev->comm, leader->comm, sizeof(ev->comm));
 	}
 	if (sk)
 		sl_fill_conn(&ev->conn, sk);
@@ -276,7 +286,8 @@ static __always_inline void sl_submit(struct sl_scratch *s)
 
 	if (len > SL_MAX_CAPTURE)
 		len = SL_MAX_CAPTURE;
-	if (bpf_ringbuf_output(&sl_events, s, sizeof(struct sl_event) + len, sl_wakeup_flags()))
+	if (bpf_ringbuf_output(&sl_events, s, sizeof(struct sl_event) + len,
+			       sl_wakeup_flags(sizeof(struct sl_event) + len)))
 		sl_count(SL_CNT_RINGBUF_FULL);
 	else
 		sl_count(SL_CNT_EVENTS);

@@ -141,7 +141,7 @@ static __always_inline void sl_tcp_closed(struct sock *sk, int oldstate)
 	r.sum.segs_in = BPF_CORE_READ(tp, segs_in);
 	r.sum.old_state = (u8)oldstate;
 	r.sum.sk_err = (u16)BPF_CORE_READ(sk, sk_err);
-	if (bpf_ringbuf_output(&sl_events, &r, sizeof(r), sl_wakeup_flags()))
+	if (bpf_ringbuf_output(&sl_events, &r, sizeof(r), sl_wakeup_flags(sizeof(r))))
 		sl_count(SL_CNT_RINGBUF_FULL);
 	else
 		sl_count(SL_CNT_EVENTS);

@@ -46,6 +46,25 @@ async function waitFor(pred: (s: Seen[]) => boolean, what: string, timeoutMs = 1
 const onPort = (port: number, kind: 'server' | 'client') => (x: Seen) =>
   x.span.kind === kind && (kind === 'server' ? x.span.attributes['network.local.port'] === port : x.span.attributes['network.peer.port'] === port);
 
+test.serial('IPv6 loopback: python http.server on ::1 + curl: both spans carry the IPv6 addresses and ports', async (t) => {
+  if (!need(t, unavailable)) return;
+  const srv = await startPythonServer({}, '::1');
+  try {
+    const body = await curl(['-g', `http://[::1]:${srv.port}/hello.txt`]);
+    t.is(body, 'hello from python\n');
+    await waitFor((s) => s.some(onPort(srv.port, 'server')) && s.some(onPort(srv.port, 'client')), 'IPv6 spans');
+    const server = seen.find(onPort(srv.port, 'server'))!;
+    const client = seen.find(onPort(srv.port, 'client'))!;
+    t.like(server.span.attributes, { 'url.path': '/hello.txt', 'http.response.status_code': 200, 'network.local.port': srv.port, 'client.address': '::1' });
+    t.is(server.span.process.tgid, srv.pid);
+    t.like(client.span.attributes, { 'server.address': '::1', 'server.port': srv.port, 'http.response.status_code': 200 });
+    t.is(client.resource.attributes['service.name'], 'curl');
+    t.true(client.span.startUnixNs <= server.span.startUnixNs);
+  } finally {
+    await srv.stop();
+  }
+});
+
 test.serial('python http.server + curl: SERVER and CLIENT spans with method, path, status, peers, service names', async (t) => {
   if (!need(t, unavailable)) return;
   const srv = await startPythonServer();

@@ -56,12 +56,12 @@ async function stopChild(p: ChildProcess): Promise<void> {
   clearTimeout(t);
 }
 
-async function startChild(cmd: string, args: string[], port: number, env: NodeJS.ProcessEnv = {}, cwd?: string): Promise<RunningServer> {
+async function startChild(cmd: string, args: string[], port: number, env: NodeJS.ProcessEnv = {}, cwd?: string, host = '127.0.0.1'): Promise<RunningServer> {
   const p = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'], ...(cwd ? { cwd } : {}) });
   let stderr = '';
   p.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   try {
-    await waitForPort(port);
+    await waitForPort(port, 15_000, host);
   } catch (e) {
     p.kill('SIGKILL');
     throw new Error(`${cmd} did not start: ${(e as Error).message}\n${stderr}`);
@@ -69,12 +69,12 @@ async function startChild(cmd: string, args: string[], port: number, env: NodeJS
   return { port, pid: p.pid ?? 0, stop: () => stopChild(p) };
 }
 
-/** python3 -m http.server serving a directory with hello.txt */
-export async function startPythonServer(env: NodeJS.ProcessEnv = {}): Promise<RunningServer> {
+/** python3 -m http.server serving a directory with hello.txt, on `bind` (127.0.0.1 or ::1) */
+export async function startPythonServer(env: NodeJS.ProcessEnv = {}, bind = '127.0.0.1'): Promise<RunningServer> {
   const dir = mkdtempSync(join(tmpdir(), 'sl-py-'));
   writeFileSync(join(dir, 'hello.txt'), 'hello from python\n');
   const port = await freePort();
-  const s = await startChild('python3', ['-m', 'http.server', String(port), '--bind', '127.0.0.1'], port, env, dir);
+  const s = await startChild('python3', ['-m', 'http.server', String(port), '--bind', bind], port, env, dir, bind);
   return { ...s, stop: async () => (await s.stop(), rmSync(dir, { recursive: true, force: true })) };
 }
 
