@@ -222,6 +222,8 @@ export interface AgentOptions {
   /** extra node flags: the agent is then run as `node --enable-source-maps FLAGS dist/cli.js run` (profiling) */
   nodeFlags?: string[];
   name: string;
+  /** more YAML lines for the agent's config file (top-level sections, e.g. ['capture:', '  bytes: 64']) */
+  extraConfig?: string[];
 }
 
 /** `bin/sidelight run --config FILE` with a health port of its own; resolves once /readyz is 200. */
@@ -240,6 +242,7 @@ export async function startAgent(o: AgentOptions): Promise<AgentHandle> {
     '  level: warn',
   ];
   if (o.excludePorts?.length) lines.push('filter:', '  ports:', `    exclude: [${o.excludePorts.join(', ')}]`);
+  if (o.extraConfig) lines.push(...o.extraConfig);
   mkdirSync(o.dir, { recursive: true });
   writeFileSync(cfg, `${lines.join('\n')}\n`);
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('OTEL_') && !k.startsWith('SIDELIGHT_')));

@@ -8,9 +8,9 @@
  * pairing) → ensureIds + ProcessCache.resource → ExportPipeline (batches of 512, the config
  * default) → SpanSink. Variants, each for SECONDS on one thread:
  *   receiver       spans counted when the connection table emits them (no pipeline)
- *   null           + ExportPipeline → a sink that discards the batch (SpanSink.exportSpans,
- *                    as the OTLP sink receives it)
- *   protobuf       + the OTLP protobuf encoding the OTLP sink uses for gRPC and HTTP/protobuf
+ *   null           + ExportPipeline → a sink that discards the batch of spans (SpanSink.exportSpans)
+ *   protobuf       + the OTLP protobuf encoding the OTLP sink uses for gRPC and HTTP/protobuf:
+ *                    each span encoded when queued, the request assembled per batch
  *                    (src/otlp/encode.ts, byte for byte the otlp-transformer's), bytes discarded
  *   protobuf+gzip  + gzip of those bytes (the agent's default export.compression), discarded
  * Prints one JSON object on stdout.
@@ -21,7 +21,7 @@ import { gzipSync } from 'node:zlib';
 import type { Resource } from '@opentelemetry/resources';
 import { ProcessCache } from '../../src/enrich/process.js';
 import { ensureIds } from '../../src/otlp/convert.js';
-import { encodeTraceRequest, type SpanWithResource } from '../../src/otlp/encode.js';
+import { assembleTraceRequest, type EncodedSpan } from '../../src/otlp/encode.js';
 import { ExportPipeline } from '../../src/otlp/pipeline.js';
 import type { ExportOutcome, SpanSink } from '../../src/otlp/sinks.js';
 import { MonotonicClock } from '../../src/receiver/clock.js';
@@ -80,18 +80,22 @@ class Sink implements SpanSink {
   readonly name: string;
   bytes = 0;
   private readonly mode: 'null' | 'protobuf' | 'protobuf+gzip';
+  /** as the OTLP sink over protobuf: the pipeline encodes each span when it is queued */
+  readonly preEncoded: boolean;
   constructor(mode: 'null' | 'protobuf' | 'protobuf+gzip') {
     this.mode = mode;
     this.name = mode;
+    this.preEncoded = mode !== 'null';
   }
   async export(): Promise<ExportOutcome> {
-    return { ok: false, error: 'the pipeline should call exportSpans' };
+    return { ok: false, error: 'the pipeline should call exportSpans or exportEncoded' };
   }
-  async exportSpans(items: readonly SpanWithResource[]): Promise<ExportOutcome> {
-    if (this.mode !== 'null') {
-      const buf = encodeTraceRequest(items);
-      this.bytes += this.mode === 'protobuf+gzip' ? gzipSync(buf).length : buf.length;
-    }
+  async exportSpans(): Promise<ExportOutcome> {
+    return { ok: true };
+  }
+  async exportEncoded(items: readonly EncodedSpan[]): Promise<ExportOutcome> {
+    const buf = assembleTraceRequest(items);
+    this.bytes += this.mode === 'protobuf+gzip' ? gzipSync(buf).length : buf.length;
     return { ok: true };
   }
   async shutdown(): Promise<void> {}

@@ -12,8 +12,11 @@
  * Resource is encoded once and reused (WeakMap keyed by the Resource object; ProcessCache
  * reuses one per process, so the cache holds what the process cache holds).
  *
- * Owns a scratch buffer (grows to the largest request encoded, then stays; each request is
- * copied out, so callers may keep the result). Synchronous, main thread only.
+ * The pipeline encodes each span as it is queued (encodeSpan, into shared 64 KiB slabs) and
+ * assembles a request from those bytes when a batch is sent (assembleTraceRequest).
+ *
+ * Owns a scratch buffer (grows to the largest span encoded, then stays; each span is copied
+ * out into a slab) and the current slab. Synchronous, main thread only.
  */
 import { TraceState } from '@opentelemetry/core';
 import type { Resource } from '@opentelemetry/resources';
@@ -403,51 +406,101 @@ const scopeBytes: Buffer = (() => {
 let scratch = new Writer(64 * 1024);
 
 /**
- * One ExportTraceServiceRequest for `items` (ids filled in place where missing, as
- * toReadableSpan does). Returns a fresh buffer the caller owns.
+ * One span already encoded as the `spans = 2` field of a ScopeSpans (tag, length, Span), with
+ * the Resource it belongs to. The pipeline encodes each span when it is queued, so the queue
+ * holds bytes, not span objects: those die young (no promotion to V8's old generation, no
+ * marking of queued spans), and the queue's byte bound counts real bytes.
  */
-export function encodeTraceRequest(items: readonly SpanWithResource[]): Uint8Array {
-  // group per Resource object, first-seen order (the transformer's Map grouping)
-  const groups = new Map<Resource, SidelightSpan[]>();
-  for (const it of items) {
-    const g = groups.get(it.resource);
-    if (g) g.push(it.span);
-    else groups.set(it.resource, [it.span]);
-  }
+export interface EncodedSpan {
+  resource: Resource;
+  /** a slab shared by many spans (kept alive by the items that point into it) */
+  chunk: Buffer;
+  off: number;
+  len: number;
+}
+
+/** Slabs the encoded spans are copied into; a span larger than a slab gets one of its own. */
+const SLAB = 64 * 1024;
+let slab = Buffer.allocUnsafeSlow(SLAB);
+let slabPos = 0;
+
+/** `span` as a `spans = 2` field (ids filled in place where missing, as toReadableSpan does). */
+export function encodeSpan(span: SidelightSpan, resource: Resource): EncodedSpan {
   const w = scratch;
   w.pos = 0;
   try {
-    for (const [resource, spans] of groups) {
-      w.byte(0x0a); // resource_spans = 1
-      const rs = w.start(3);
-      const rb = encodedResource(resource);
-      w.ensure(rb.length);
-      rb.copy(w.buf, w.pos);
-      w.pos += rb.length;
-      w.byte(0x12); // scope_spans = 2
-      const ss = w.start(3);
-      w.ensure(scopeBytes.length);
-      scopeBytes.copy(w.buf, w.pos);
-      w.pos += scopeBytes.length;
-      for (const s of spans) {
-        w.byte(0x12); // spans = 2
-        const sp = w.start(2);
-        writeSpan(w, s);
-        w.finish(sp, 2);
-      }
-      w.finish(ss, 3);
-      const schemaUrl = resource.schemaUrl;
-      if (schemaUrl) {
-        w.byte(0x1a); // schema_url = 3
-        w.string(schemaUrl);
-      }
-      w.finish(rs, 3);
-    }
-    const out = Buffer.allocUnsafe(w.pos);
-    w.buf.copy(out, 0, 0, w.pos);
-    return out;
+    w.byte(0x12); // spans = 2
+    const sp = w.start(2);
+    writeSpan(w, span);
+    w.finish(sp, 2);
   } catch (e) {
     scratch = new Writer(64 * 1024); // never reuse a half-written state
     throw e;
   }
+  const len = w.pos;
+  let chunk: Buffer;
+  if (len > SLAB / 4) {
+    chunk = Buffer.allocUnsafeSlow(len);
+    w.buf.copy(chunk, 0, 0, len);
+    return { resource, chunk, off: 0, len };
+  }
+  if (slabPos + len > SLAB) {
+    slab = Buffer.allocUnsafeSlow(SLAB);
+    slabPos = 0;
+  }
+  chunk = slab;
+  const off = slabPos;
+  w.buf.copy(chunk, off, 0, len);
+  slabPos += len;
+  return { resource, chunk, off, len };
+}
+
+/**
+ * One ExportTraceServiceRequest from encoded spans: grouped per Resource object in first-seen
+ * order (the transformer's Map grouping), one scope. Returns a fresh buffer the caller owns.
+ */
+export function assembleTraceRequest(items: readonly EncodedSpan[]): Uint8Array {
+  const groups = new Map<Resource, EncodedSpan[]>();
+  let total = 0;
+  for (const it of items) {
+    total += it.len;
+    const g = groups.get(it.resource);
+    if (g) g.push(it);
+    else groups.set(it.resource, [it]);
+  }
+  const w = new Writer(total + groups.size * 64 + 64);
+  for (const [resource, spans] of groups) {
+    w.byte(0x0a); // resource_spans = 1
+    const rs = w.start(3);
+    const rb = encodedResource(resource);
+    w.ensure(rb.length);
+    rb.copy(w.buf, w.pos);
+    w.pos += rb.length;
+    w.byte(0x12); // scope_spans = 2
+    const ss = w.start(3);
+    w.ensure(scopeBytes.length);
+    scopeBytes.copy(w.buf, w.pos);
+    w.pos += scopeBytes.length;
+    for (const s of spans) {
+      w.ensure(s.len);
+      s.chunk.copy(w.buf, w.pos, s.off, s.off + s.len);
+      w.pos += s.len;
+    }
+    w.finish(ss, 3);
+    const schemaUrl = resource.schemaUrl;
+    if (schemaUrl) {
+      w.byte(0x1a); // schema_url = 3
+      w.string(schemaUrl);
+    }
+    w.finish(rs, 3);
+  }
+  return w.buf.subarray(0, w.pos);
+}
+
+/**
+ * One ExportTraceServiceRequest for `items` (ids filled in place where missing, as
+ * toReadableSpan does). Returns a fresh buffer the caller owns.
+ */
+export function encodeTraceRequest(items: readonly SpanWithResource[]): Uint8Array {
+  return assembleTraceRequest(items.map((i) => encodeSpan(i.span, i.resource)));
 }

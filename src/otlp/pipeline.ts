@@ -8,8 +8,11 @@
  * jitter, until `retryMaxElapsedMs`; meanwhile new spans wait in the bounded queue. A
  * non-retryable failure, or running out of time, drops the batch, counted. Partial success
  * (the server accepted the request but rejected some spans) is counted and logged at most
- * once per `logIntervalMs`. A sink with exportSpans() (the OTLP sink) gets the queued spans
- * as they are; any other gets them converted to ReadableSpans once per batch.
+ * once per `logIntervalMs`. A sink that takes encoded spans (the OTLP sink over protobuf:
+ * `preEncoded`) has each span encoded when it is queued (encode.ts), so the queue holds bytes
+ * and span objects die young; its byte bound then counts encoded bytes. A sink with
+ * exportSpans() gets the queued spans as they are; any other gets them converted to
+ * ReadableSpans once per batch.
  *
  * Lifetime: created at agent start; shutdown() flushes within a deadline, then stops the
  * sink. Timers are unref'd. Single-threaded (main thread).
@@ -17,6 +20,7 @@
 import type { Resource } from '@opentelemetry/resources';
 import type { SidelightSpan } from '../receiver/span.js';
 import { toReadableSpan } from './convert.js';
+import { encodeSpan, type EncodedSpan } from './encode.js';
 import type { SpanSink } from './sinks.js';
 
 export interface PipelineOptions {
@@ -70,11 +74,13 @@ export interface PipelineStats {
   lastError?: string;
 }
 
-interface Item {
-  span: SidelightSpan;
-  resource: Resource;
+/** A queued span: encoded (`span` undefined, chunk/off/len set) or as it is (`len` 0). */
+interface Item extends EncodedSpan {
+  span: SidelightSpan | undefined;
   bytes: number;
 }
+
+const NO_BYTES = Buffer.alloc(0);
 
 /**
  * A cheap size estimate of a span once encoded (OTLP protobuf is close to this): fixed
@@ -141,13 +147,27 @@ export class ExportPipeline {
       this.stats.droppedQueueFull++;
       return;
     }
-    const bytes = estimateSpanBytes(span);
-    if (this.opts.queueBytes !== undefined && this.queuedBytes + bytes > this.opts.queueBytes) {
+    let item: Item;
+    if (this.sink.preEncoded) {
+      let e: EncodedSpan;
+      try {
+        e = encodeSpan(span, resource);
+      } catch (err) {
+        this.stats.droppedExportFailed++;
+        this.stats.lastError = `serialize: ${(err as Error).message}`;
+        this.logLimited(`export to ${this.sink.name}: a span could not be encoded and was dropped: ${(err as Error).message}`);
+        return;
+      }
+      item = { span: undefined, resource, chunk: e.chunk, off: e.off, len: e.len, bytes: e.len };
+    } else {
+      item = { span, resource, chunk: NO_BYTES, off: 0, len: 0, bytes: estimateSpanBytes(span) };
+    }
+    if (this.opts.queueBytes !== undefined && this.queuedBytes + item.bytes > this.opts.queueBytes) {
       this.stats.droppedQueueBytes++;
       return;
     }
-    this.queuedBytes += bytes;
-    this.queue.push({ span, resource, bytes });
+    this.queuedBytes += item.bytes;
+    this.queue.push(item);
     if (this.queue.length >= this.opts.maxSpans) this.kick();
     else this.schedule();
   }
@@ -177,15 +197,18 @@ export class ExportPipeline {
       const batch = this.queue.splice(0, this.opts.maxSpans);
       for (const i of batch) this.queuedBytes -= i.bytes;
       this.stats.batches++;
-      // a sink that encodes SidelightSpans itself gets them as they are; others get ReadableSpans (once per batch)
-      const native = this.sink.exportSpans !== undefined;
-      const spans = native ? [] : batch.map((i) => toReadableSpan(i.span, i.resource));
+      // encoded spans go to exportEncoded; a sink that encodes SidelightSpans itself gets them as
+      // they are; others get ReadableSpans (once per batch)
+      const encoded = this.sink.preEncoded === true;
+      const native = !encoded && this.sink.exportSpans !== undefined;
+      const asSpans = native ? batch.map((i) => ({ span: i.span!, resource: i.resource })) : [];
+      const spans = encoded || native ? [] : batch.map((i) => toReadableSpan(i.span!, i.resource));
       const started = Date.now();
       const maxDelay = this.opts.retryMaxMs ?? 30_000;
       let delay = this.opts.retryInitialMs ?? 1000;
       for (;;) {
         const t0 = performance.now();
-        const out = native ? await this.sink.exportSpans!(batch) : await this.sink.export(spans);
+        const out = encoded ? await this.sink.exportEncoded!(batch) : native ? await this.sink.exportSpans!(asSpans) : await this.sink.export(spans);
         this.observeLatency((performance.now() - t0) / 1000);
         if (out.ok) {
           this.stats.exported += batch.length;
@@ -226,6 +249,16 @@ export class ExportPipeline {
     let i = 0;
     while (i < EXPORT_LATENCY_BUCKETS.length && seconds > EXPORT_LATENCY_BUCKETS[i]!) i++;
     h.counts[i]!++;
+  }
+
+  private lastLimitedLog = -Infinity;
+
+  /** an error line at most once per logIntervalMs */
+  private logLimited(msg: string): void {
+    const now = Date.now();
+    if (now - this.lastLimitedLog < (this.opts.logIntervalMs ?? 10_000)) return;
+    this.lastLimitedLog = now;
+    this.onError(msg);
   }
 
   private onPartialSuccess(rejected: number, message: string): void {

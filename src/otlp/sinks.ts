@@ -22,7 +22,7 @@ import {
 } from '@opentelemetry/semantic-conventions';
 import type { SidelightSpan } from '../receiver/span.js';
 import { toReadableSpan } from './convert.js';
-import { encodeTraceRequest, type SpanWithResource } from './encode.js';
+import { assembleTraceRequest, encodeTraceRequest, type EncodedSpan, type SpanWithResource } from './encode.js';
 import { createTransport, displayUrl, isRetryableGrpc, isRetryableHttp, USER_AGENT, type OtlpTransport, type TransportConfig } from './transport.js';
 
 /** Where and how spans are exported: the transport's settings. */
@@ -60,6 +60,9 @@ export interface SpanSink {
    * encodes them itself (encode.ts) instead of from ReadableSpans. The pipeline prefers it.
    */
   exportSpans?(items: readonly SpanWithResource[]): Promise<ExportOutcome>;
+  /** true: the pipeline encodes each span when it is queued (encode.ts) and sends exportEncoded() */
+  readonly preEncoded?: boolean;
+  exportEncoded?(items: readonly EncodedSpan[]): Promise<ExportOutcome>;
   shutdown(): Promise<void>;
 }
 
@@ -114,11 +117,14 @@ export class OtlpSink implements SpanSink {
   readonly name: string;
   private readonly transport: OtlpTransport;
   private readonly protocol: TracesExportConfig['protocol'];
+  /** protobuf (gRPC, HTTP): spans are encoded as they are queued; JSON goes through ReadableSpans */
+  readonly preEncoded: boolean;
 
   constructor(c: TracesExportConfig, transport: OtlpTransport = createTransport(c, 'traces')) {
     this.name = `otlp ${c.protocol} ${displayUrl(c.url)}`;
     this.transport = transport;
     this.protocol = c.protocol;
+    this.preEncoded = c.protocol !== 'http/json';
   }
 
   async export(spans: ReadableSpan[]): Promise<ExportOutcome> {
@@ -137,6 +143,18 @@ export class OtlpSink implements SpanSink {
     let body: Uint8Array;
     try {
       body = encodeTraceRequest(items);
+    } catch (e) {
+      return { ok: false, retryable: false, code: 'SERIALIZE_ERROR', error: `serialize: ${(e as Error).message}` };
+    }
+    return this.send(body);
+  }
+
+  /** protobuf only: a request assembled from spans encoded when they were queued */
+  async exportEncoded(items: readonly EncodedSpan[]): Promise<ExportOutcome> {
+    if (!this.preEncoded) return { ok: false, retryable: false, code: 'SERIALIZE_ERROR', error: `serialize: ${this.protocol} takes no encoded spans` };
+    let body: Uint8Array;
+    try {
+      body = assembleTraceRequest(items);
     } catch (e) {
       return { ok: false, retryable: false, code: 'SERIALIZE_ERROR', error: `serialize: ${(e as Error).message}` };
     }
