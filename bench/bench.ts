@@ -12,7 +12,9 @@
  * rounds (rategen at 50% of A's median throughput, latency from the intended send time), a
  * targets phase (B alone at 10k and 20k rps, exporting to the Collector's file exporter to
  * measure when spans become visible, RSS and drops), an optional CPU profile of the agent, and
- * the micro-benchmarks (bench/micro). Writes results.json, results.md, machine.md and a chart.
+ * the micro-benchmarks (bench/micro, and the hook floor: empty tp_btf sys_enter/sys_exit programs
+ * under the CONFIG.lowRate load, bench/lib/floor.ts). Writes results.json, results.md, machine.md
+ * and a chart.
  *
  * Owns a temp work dir (removed at the end unless --keep-work) and every process it starts
  * (killed by pid on exit or on SIGINT/SIGTERM).
@@ -24,6 +26,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { runRategen, runWrk, type RateResult, type WrkResult } from './lib/load.js';
 import { CpuProfiler } from './lib/cdp.js';
+import { measureHookFloor, type HookFloor } from './lib/floor.js';
 import { summarizeProfile, type ProfileSummary } from './lib/profile.js';
 import { renderMachine, renderResults } from './lib/report.js';
 import { REPO, startAgent, startCollector, startOrigin, startProxy, type AgentHandle, type Collector, type Health, type Nginx } from './lib/services.js';
@@ -73,6 +76,9 @@ export const CONFIG = {
   microDrainIterations: SMOKE ? 20_000 : 300_000,
   microLiveSeconds: SMOKE ? 0.5 : 3,
   microPipelineSeconds: SMOKE ? 0.2 : 2,
+  /** hook floor: load seconds per program pair (at lowRate), and the idle window before it */
+  microFloorSeconds: SMOKE ? 1 : 5,
+  microFloorIdleSeconds: SMOKE ? 0.5 : 2,
   /** wait up to this long for other work on the machine to stop before starting */
   waitQuietSeconds: Number(opt['wait-quiet'] ?? (SMOKE ? 0 : 600)),
   /** an arm during which other processes used more than this (% of the machine) is repeated */
@@ -87,7 +93,8 @@ for (const [k, v] of Object.entries(CONFIG)) {
 }
 const RATEGEN = join(opt.tools!, 'rategen');
 const SOCKPUMP = join(opt.tools!, 'sockpump');
-for (const b of [RATEGEN, SOCKPUMP]) if (!existsSync(b)) throw new Error(`${b} missing: run bench/run (it builds bench/tools)`);
+const FLOOR_OBJECT = join(opt.tools!, 'floor.bpf.o');
+for (const b of [RATEGEN, SOCKPUMP, FLOOR_OBJECT]) if (!existsSync(b)) throw new Error(`${b} missing: run bench/run (it builds bench/tools)`);
 if (process.geteuid?.() !== 0) throw new Error('the benchmark needs root (the agent loads BPF programs)');
 
 export type Arm = 'A' | 'B' | 'C' | 'D';
@@ -550,7 +557,8 @@ export interface Results {
   discarded: ArmRun[];
   /** phases that failed (targets, profile): the rest of the results stand */
   errors: string[];
-  micro: { kernelToJs: unknown; pipeline: unknown };
+  /** hookFloor: absent in results.json files written before it existed */
+  micro: { kernelToJs: unknown; pipeline: unknown; hookFloor?: HookFloor | { error: string } };
   profile: (ProfileSummary & { rate: number; seconds: number; requests: number }) | null;
   summary: Summary;
 }
@@ -688,7 +696,30 @@ async function micro(): Promise<Results['micro']> {
   } catch (e) {
     pipeline = { error: (e as Error).message.slice(0, 2000) };
   }
-  return { kernelToJs, pipeline };
+  log(`micro: hook floor (empty tp_btf sys_enter/sys_exit programs, ${CONFIG.lowRate} rps for ${CONFIG.microFloorSeconds} s per pair)`);
+  let hookFloor: HookFloor | { error: string };
+  let floorOrigin: Nginx | undefined;
+  try {
+    floorOrigin = await startOrigin(join(WORK, 'floor-origin'));
+    hookFloor = await measureHookFloor({
+      object: FLOOR_OBJECT,
+      rategen: RATEGEN,
+      port: floorOrigin.port,
+      rate: CONFIG.lowRate,
+      seconds: CONFIG.microFloorSeconds,
+      warmupSeconds: Math.min(CONFIG.rateWarmupSeconds, CONFIG.microFloorSeconds / 4),
+      idleSeconds: CONFIG.microFloorIdleSeconds,
+      conns: CONFIG.conns,
+    });
+    const e = hookFloor.empty;
+    log(`micro: hook floor ${e.nsPerRequest.toFixed(0)} ns/request (${e.runsPerRequest.toFixed(1)} runs/request × ${e.nsPerRun.toFixed(1)} ns/run); filter pair ${hookFloor.filter.nsPerRequest.toFixed(0)} ns/request`);
+  } catch (e) {
+    hookFloor = { error: (e as Error).message.slice(0, 2000) };
+    log(`micro: hook floor failed: ${hookFloor.error}`);
+  } finally {
+    await floorOrigin?.stop();
+  }
+  return { kernelToJs, pipeline, hookFloor };
 }
 
 async function profilePhase(): Promise<Results['profile']> {
