@@ -30,7 +30,7 @@ import { measureHookFloor, type HookFloor } from './lib/floor.js';
 import { summarizeProfile, type ProfileSummary } from './lib/profile.js';
 import { renderMachine, renderResults } from './lib/report.js';
 import { REPO, startAgent, startCollector, startOrigin, startProxy, type AgentHandle, type Collector, type Health, type Nginx } from './lib/services.js';
-import { cpuMicros, ForeignCpu, freePort, killAllTracked, log, median, memory, MiB, percentile, runToEnd, sleep, wallNs } from './lib/util.js';
+import { cpuMicros, ForeignCpu, freePort, killAllTracked, log, median, memory, MiB, percentile, rssByMapping, runToEnd, sleep, threadCpuMicros, threadTicks, wallNs } from './lib/util.js';
 
 // ---------------------------------------------------------------- options
 
@@ -173,6 +173,10 @@ export interface ArmRun {
   attempts?: number;
   agent?: AgentMetrics;
   delay?: DelayResult;
+  /** targets phase: the agent's CPU µs by thread name over the run (load, drain, sink wait) */
+  threadsUs?: Record<string, number>;
+  /** targets phase, at the end of the run: RSS by kind of mapping and the V8 heap, bytes */
+  memoryEnd?: { bpfMaps: number; files: number; anonymous: number; heapTotal?: number; heapUsed?: number; youngGeneration?: number };
 }
 
 export interface DelayResult {
@@ -770,7 +774,12 @@ async function targetsPhase(): Promise<ArmRun[]> {
           return delays(collector.spansFile, from, watcher.size(), watcher, origin.port);
         },
       };
-      out.push(await runArm({ arm: 'B', phase: 'target', round: i + 1, agent, around, load: { kind: 'rate', rate, seconds: CONFIG.targetSeconds, warmup: Math.min(1, CONFIG.targetSeconds / 4) } }));
+      const t0 = threadTicks(agent.pid);
+      const run = await runArm({ arm: 'B', phase: 'target', round: i + 1, agent, around, load: { kind: 'rate', rate, seconds: CONFIG.targetSeconds, warmup: Math.min(1, CONFIG.targetSeconds / 4) } });
+      run.threadsUs = threadCpuMicros(t0, threadTicks(agent.pid));
+      const m = (await agent.health()).memory;
+      run.memoryEnd = { ...rssByMapping(agent.pid), ...(m ? { heapTotal: m.heapTotal, heapUsed: m.heapUsed, youngGeneration: m.youngGeneration } : {}) };
+      out.push(run);
       const d = out.at(-1)!.delay!;
       log(`targets ${rate}/s: ${d.serverSpans} server + ${d.clientSpans} client spans at the sink; visible after end p50 ${d.p50Ms.toFixed(0)} ms p99 ${d.p99Ms.toFixed(0)} ms`);
       // the file is not truncated between rates: the file exporter keeps its own offset

@@ -209,6 +209,72 @@ export function renderResults(r: Results, linkPrefix: string): string {
     L.push('');
   }
 
+  // where the agent's CPU and memory go (targets phase), and why the targets cannot all hold here
+  const withThreads = s.targets.filter((t) => t.threadsUs && t.agent);
+  if (withThreads.length) {
+    const group = (name: string): string =>
+      name === 'MainThread' || name === 'node' ? 'main thread (JS)' : name.startsWith('V8Worker') || name.startsWith('V8 ') ? 'V8 workers (GC)' : name.startsWith('libuv-worker') ? 'libuv pool (gzip)' : name === 'sl-ringbuf' ? 'ring-buffer poll thread' : 'other threads';
+    const groups = ['main thread (JS)', 'V8 workers (GC)', 'libuv pool (gzip)', 'ring-buffer poll thread', 'other threads'];
+    L.push("Where the agent's CPU goes (targets phase, per exported span, by thread, over the whole run: load, drain and the sink wait):");
+    L.push('');
+    L.push(`| rate | ${groups.join(' | ')} | total |`);
+    L.push(`|---:|${groups.map(() => '---:').join('|')}|---:|`);
+    for (const t of withThreads) {
+      const by: Record<string, number> = {};
+      for (const [k, v] of Object.entries(t.threadsUs!)) by[group(k)] = (by[group(k)] ?? 0) + v;
+      const spans = Math.max(1, t.agent!.exported);
+      const total = Object.values(by).reduce((a, b) => a + b, 0);
+      L.push(`| ${f(t.rate?.rate)} | ${groups.map((g) => f((by[g] ?? 0) / spans, 2)).join(' | ')} | ${f(total / spans, 2)} |`);
+    }
+    L.push('');
+  }
+  const withMem = s.targets.filter((t) => t.memoryEnd);
+  if (withMem.length) {
+    L.push("The agent's resident memory at the end of each targets run, by kind of mapping (/proc/PID/smaps), MiB:");
+    L.push('');
+    L.push('| rate | node binary and shared libraries (file-backed, shared text) | BPF maps mmapped (the ring buffer, its pages mapped twice) | anonymous (V8 heap, malloc) | of which V8 heap reserved (young generation) | total |');
+    L.push('|---:|---:|---:|---:|---:|---:|');
+    for (const t of withMem) {
+      const m = t.memoryEnd!;
+      const mb = (x: number | undefined): string => (x === undefined ? '–' : f(x / 1048576, 1));
+      L.push(`| ${f(t.rate?.rate)} | ${mb(m.files)} | ${mb(m.bpfMaps)} | ${mb(m.anonymous)} | ${mb(m.heapTotal)} (${mb(m.youngGeneration)}) | ${mb(m.files + m.bpfMaps + m.anonymous)} |`);
+    }
+    L.push('');
+  }
+  {
+    // B/A bounds from this run's own numbers: at saturation the two vCPUs are busy with the load
+    // generator, nginx and the kernel, so every µs the agent (or its probes) adds per request
+    // comes out of the same budget
+    const budgetUs = (r.machine.nproc * 1e6) / s.arms.A.rpsMedian;
+    const bound = (extraUs: number): number => budgetUs / (budgetUs + extraUs);
+    const floorUs = floor ? floor.empty.nsPerRequest / 1000 : NaN;
+    const measuredUs = bL.bpfNsPerRequest / 1000 + 2 * bL.cpuUsPerSpan;
+    L.push('### Why these targets cannot all hold on this machine (from this run\'s numbers)');
+    L.push('');
+    L.push(
+      `At A's saturation the ${r.machine.nproc} vCPUs are spent on wrk, nginx and the kernel: ${f(budgetUs, 1)} µs of CPU per request. ` +
+        'Whatever the agent adds per request (its probes run inside nginx and wrk; its own threads share the same CPUs) comes out of that budget, ' +
+        'so B/A ≤ budget / (budget + added):',
+    );
+    L.push('');
+    L.push('| added per request | µs | B/A at best |');
+    L.push('|---|---:|---:|');
+    if (floor) L.push(`| the empty tp_btf programs alone (hook floor; nothing recorded, nothing exported) | ${f(floorUs, 2)} | ${ratio(bound(floorUs))} |`);
+    if (floor) L.push(`| the floor + 2 spans at the 10 µs/span target | ${f(floorUs + 20, 2)} | ${ratio(bound(floorUs + 20))} |`);
+    L.push(`| measured at ${f(c.lowRate)} rps: BPF ${f(bL.bpfNsPerRequest / 1000, 2)} µs + 2 spans × ${f(bL.cpuUsPerSpan, 2)} µs | ${f(measuredUs, 2)} | ${ratio(bound(measuredUs))} (measured: ${ratio(B.rpsRatio)}) |`);
+    L.push('');
+    L.push(
+      `So B/A ≥ 0.95 needs the agent's whole cost under ${f(budgetUs * (1 / 0.95 - 1), 2)} µs per request, ` +
+        `${floor && floorUs > budgetUs * (1 / 0.95 - 1) ? 'less than the hook floor alone' : 'less than one span at the CPU target'}: ` +
+        `the throughput, p99-at-50%-load and CPU-per-span targets contradict each other on ${r.machine.nproc} vCPUs where the agent ` +
+        `exports every span of a ${f(s.arms.A.rpsMedian)}-rps server. At the fixed ${f(r.meta.fixedRate)} rps, exporting every span at the measured cost takes ` +
+        `${f((r.meta.fixedRate * 2 * bL.cpuUsPerSpan) / 1e6, 2)} CPUs on top of the application's. The BPF target (≤ 0.5 µs) is below the hook floor itself` +
+        `${floor ? ` (${f(floor.empty.nsPerRequest)} ns: ${f(floor.empty.runsPerRequest, 1)} program runs per request × ${f(floor.empty.nsPerRun, 1)} ns)` : ''}. ` +
+        'The RSS target (≤ 100 MiB) is below the file-backed node binary plus the double-mapped 16 MiB ring buffer plus a V8 heap (table above).',
+    );
+    L.push('');
+  }
+
   L.push('## Micro-benchmarks');
   L.push('');
   if (k.drain && k.live) {

@@ -212,6 +212,8 @@ export interface Health {
   decode: { records: number; malformed: number };
   connections: { http?: Record<string, number> } & Record<string, unknown>;
   export: { depth: number; received: number; exported: number; droppedQueueFull: number; droppedExportFailed: number } | null;
+  /** the agent's memory (bytes); absent in agents older than it */
+  memory?: { rss: number; heapUsed: number; heapTotal: number; youngGeneration: number };
 }
 
 export interface AgentOptions {

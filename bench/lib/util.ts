@@ -157,6 +157,51 @@ export function memory(pid: number): { rss: number; hwm: number } {
   return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
 }
 
+/** CPU ticks (utime + stime) of each thread of a process, summed by thread name (comm). */
+export function threadTicks(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const t of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8');
+      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out.set(comm, (out.get(comm) ?? 0) + Number(f[11]) + Number(f[12]));
+    } catch {
+      /* thread gone */
+    }
+  }
+  return out;
+}
+
+/** CPU µs per thread name between two threadTicks() snapshots. */
+export function threadCpuMicros(before: Map<string, number>, after: Map<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of after) out[k] = ((v - (before.get(k) ?? 0)) / ticksPerSecond()) * 1e6;
+  return out;
+}
+
+/**
+ * Resident memory of a process by kind of mapping (/proc/PID/smaps), bytes: the BPF maps it
+ * has mmapped (the ring buffer: its data pages are mapped twice, so they count twice), other
+ * file-backed mappings (the node binary and shared libraries: shared, read-only text), and
+ * anonymous memory (V8's heap, malloc).
+ */
+export function rssByMapping(pid: number): { bpfMaps: number; files: number; anonymous: number } {
+  const out = { bpfMaps: 0, files: 0, anonymous: 0 };
+  let kind: keyof typeof out = 'anonymous';
+  for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    const head = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ (\d+)\s*(.*)$/.exec(line);
+    if (head) {
+      const inode = Number(head[1]);
+      const name = head[2] ?? '';
+      kind = name.startsWith('anon_inode:bpf') ? 'bpfMaps' : inode !== 0 ? 'files' : 'anonymous';
+      continue;
+    }
+    if (line.startsWith('Rss:')) out[kind] += Number(line.split(/\s+/)[1]) * 1024;
+  }
+  return out;
+}
+
 interface ProcSample {
   ppid: number;
   /** utime + stime */
