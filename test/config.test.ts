@@ -38,7 +38,7 @@ const DEFAULTS: Config = {
     protocol: 'grpc',
     headers: {},
     timeoutMs: 10000,
-    compression: 'gzip',
+    compression: 'none',
     insecure: false,
     certificate: '',
     clientCertificate: '',
@@ -394,14 +394,14 @@ test('each signal takes its own variables; the signal protocol decides the /v1/<
       OTEL_EXPORTER_OTLP_LOGS_HEADERS: 'x-b=2',
     },
   });
-  t.deepEqual(c.export.traces, { url: 'http://generic:4318/base/v1/traces', protocol: 'http/protobuf', headers: { Authorization: 'generic-s3cret', 'x-a': '1' }, timeoutMs: 10000, compression: 'gzip', insecure: false });
-  t.deepEqual(c.export.metrics, { url: 'http://generic:4318/base/', protocol: 'grpc', headers: { 'x-a': '1', authorization: 'm-s3cret' }, timeoutMs: 3000, compression: 'gzip', insecure: false });
+  t.deepEqual(c.export.traces, { url: 'http://generic:4318/base/v1/traces', protocol: 'http/protobuf', headers: { Authorization: 'generic-s3cret', 'x-a': '1' }, timeoutMs: 10000, compression: 'none', insecure: false });
+  t.deepEqual(c.export.metrics, { url: 'http://generic:4318/base/', protocol: 'grpc', headers: { 'x-a': '1', authorization: 'm-s3cret' }, timeoutMs: 3000, compression: 'none', insecure: false });
   t.deepEqual(c.export.logs, { url: 'http://generic:4318/base/v1/logs', protocol: 'http/json', headers: { Authorization: 'generic-s3cret', 'x-a': '1', 'x-b': '2' }, timeoutMs: 10000, compression: 'none', insecure: true, certificate: '/logs.pem' });
   t.is(c.export.protocol, 'http/protobuf');
   t.deepEqual(c.export.headers, { Authorization: 'generic-s3cret', 'x-a': '1' });
   const text = describeConfig(c);
-  t.true(text.includes('export.traces = http/protobuf http://generic:4318/base/v1/traces (timeout 10000 ms, compression gzip, insecure false, system CAs, 2 header(s))\n'), text);
-  t.true(text.includes('export.metrics = grpc http://generic:4318/base/ (timeout 3000 ms, compression gzip, insecure false, system CAs, 2 header(s))  (from OTEL_EXPORTER_OTLP_METRICS_PROTOCOL, OTEL_EXPORTER_OTLP_METRICS_TIMEOUT, OTEL_EXPORTER_OTLP_METRICS_HEADERS)'), text);
+  t.true(text.includes('export.traces = http/protobuf http://generic:4318/base/v1/traces (timeout 10000 ms, compression none, insecure false, system CAs, 2 header(s))\n'), text);
+  t.true(text.includes('export.metrics = grpc http://generic:4318/base/ (timeout 3000 ms, compression none, insecure false, system CAs, 2 header(s))  (from OTEL_EXPORTER_OTLP_METRICS_PROTOCOL, OTEL_EXPORTER_OTLP_METRICS_TIMEOUT, OTEL_EXPORTER_OTLP_METRICS_HEADERS)'), text);
   t.true(text.includes('(from OTEL_EXPORTER_OTLP_LOGS_PROTOCOL, OTEL_EXPORTER_OTLP_LOGS_COMPRESSION, OTEL_EXPORTER_OTLP_LOGS_INSECURE, OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE, OTEL_EXPORTER_OTLP_LOGS_HEADERS)'), text);
   t.false(text.includes('s3cret'), 'header values must not be printed');
 });
@@ -464,7 +464,7 @@ test('file tracesEndpoint is used as-is and wins over the file endpoint', (t) =>
 
 test('traces has no certificate key when none is configured', (t) => {
   const c = loadConfig({ env: { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4317' } });
-  t.deepEqual(c.export.traces, { url: 'http://c:4317', protocol: 'grpc', headers: {}, timeoutMs: 10000, compression: 'gzip', insecure: false });
+  t.deepEqual(c.export.traces, { url: 'http://c:4317', protocol: 'grpc', headers: {}, timeoutMs: 10000, compression: 'none', insecure: false });
   t.false(Object.hasOwn(c.export.traces!, 'certificate'));
 });
 

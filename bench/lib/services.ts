@@ -226,6 +226,8 @@ export interface AgentOptions {
   name: string;
   /** more YAML lines for the agent's config file (top-level sections, e.g. ['capture:', '  bytes: 64']) */
   extraConfig?: string[];
+  /** more keys of the export section, e.g. ['compression: none'] */
+  exportConfig?: string[];
 }
 
 /** `bin/sidelight run --config FILE` with a health port of its own; resolves once /readyz is 200. */
@@ -238,6 +240,7 @@ export async function startAgent(o: AgentOptions): Promise<AgentHandle> {
     `  endpoint: "${o.endpoint}"`,
     '  protocol: grpc',
     '  console: never',
+    ...(o.exportConfig ?? []).map((l) => `  ${l}`),
     'health:',
     `  address: "127.0.0.1:${healthPort}"`,
     'log:',
