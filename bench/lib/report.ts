@@ -213,8 +213,8 @@ export function renderResults(r: Results, linkPrefix: string): string {
   const withThreads = s.targets.filter((t) => t.threadsUs && t.agent);
   if (withThreads.length) {
     const group = (name: string): string =>
-      name === 'MainThread' || name === 'node' ? 'main thread (JS)' : name.startsWith('V8Worker') || name.startsWith('V8 ') ? 'V8 workers (GC)' : name.startsWith('libuv-worker') ? 'libuv pool (gzip)' : name === 'sl-ringbuf' ? 'ring-buffer poll thread' : 'other threads';
-    const groups = ['main thread (JS)', 'V8 workers (GC)', 'libuv pool (gzip)', 'ring-buffer poll thread', 'other threads'];
+      name === 'MainThread' || name === 'node' ? 'main thread (JS)' : name.startsWith('V8Worker') || name.startsWith('V8 ') ? 'V8 workers (GC)' : name.startsWith('libuv-worker') ? 'libuv pool' : name === 'sl-ringbuf' ? 'ring-buffer poll thread' : 'other threads';
+    const groups = ['main thread (JS)', 'V8 workers (GC)', 'libuv pool', 'ring-buffer poll thread', 'other threads'];
     L.push("Where the agent's CPU goes (targets phase, per exported span, by thread, over the whole run: load, drain and the sink wait):");
     L.push('');
     L.push(`| rate | ${groups.join(' | ')} | total |`);

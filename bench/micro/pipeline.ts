@@ -12,7 +12,7 @@
  *   protobuf       + the OTLP protobuf encoding the OTLP sink uses for gRPC and HTTP/protobuf:
  *                    each span encoded when queued, the request assembled per batch
  *                    (src/otlp/encode.ts, byte for byte the otlp-transformer's), bytes discarded
- *   protobuf+gzip  + gzip of those bytes (the agent's default export.compression), discarded
+ *   protobuf+gzip  + gzip of those bytes (export.compression: gzip; the default is none), discarded
  * Prints one JSON object on stdout.
  *
  *   node --import tsx bench/micro/pipeline.ts SECONDS
