@@ -166,6 +166,16 @@ function seriesKey(attrs: Record<string, AttrValue>): string {
   return k;
 }
 
+/** the HTTP metric attributes (semconv), in the order they are recorded */
+const HTTP_SERVER_KEYS = [ATTR_HTTP_REQUEST_METHOD, ATTR_HTTP_RESPONSE_STATUS_CODE, ATTR_HTTP_ROUTE, ATTR_URL_SCHEME, ATTR_NETWORK_PROTOCOL_VERSION, ATTR_ERROR_TYPE];
+const HTTP_CLIENT_KEYS = [ATTR_HTTP_REQUEST_METHOD, ATTR_HTTP_RESPONSE_STATUS_CODE, ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT, ATTR_NETWORK_PROTOCOL_VERSION, ATTR_ERROR_TYPE];
+
+function pickDefined(a: Readonly<Record<string, AttrValue>>, keys: readonly string[]): Record<string, AttrValue> {
+  const out: Record<string, AttrValue> = {};
+  for (const k of keys) if (a[k] !== undefined) out[k] = a[k]!;
+  return out;
+}
+
 export class MetricStore {
   private readonly opts: Required<MetricStoreOptions>;
   /** by resourceIdentity(), least recently recorded first */
@@ -262,6 +272,40 @@ export class MetricStore {
     } else if (key.startsWith(OVERFLOW_ATTRIBUTE)) {
       this.stats.overflowed++;
     }
+    this.observe(s, def, value);
+  }
+
+  /**
+   * A span's HTTP instruments (duration; request and response body sizes when seen to their
+   * end), all on one attribute set: one workload lookup and one series key for the three, and
+   * the attribute object built only when a series is new. Same series as record() would make.
+   */
+  recordHttp(resource: Resource, server: boolean, a: Readonly<Record<string, AttrValue>>, seconds: number, requestBody: number | undefined, responseBody: number | undefined, now: HrTime): void {
+    const keys = server ? HTTP_SERVER_KEYS : HTTP_CLIENT_KEYS;
+    let key = '';
+    for (const k of keys) {
+      const v = a[k];
+      if (v !== undefined) key += k + '\u0000' + String(v) + '\u0001';
+    }
+    const w = this.workload(resource, hrToMs(now));
+    let attrs = this.httpOne(w, server ? INSTRUMENTS.httpServer : INSTRUMENTS.httpClient, key, seconds, a, keys, undefined, resource, now);
+    if (requestBody !== undefined) attrs = this.httpOne(w, server ? INSTRUMENTS.httpServerRequestBody : INSTRUMENTS.httpClientRequestBody, key, requestBody, a, keys, attrs, resource, now);
+    if (responseBody !== undefined) this.httpOne(w, server ? INSTRUMENTS.httpServerResponseBody : INSTRUMENTS.httpClientResponseBody, key, responseBody, a, keys, attrs, resource, now);
+  }
+
+  /** one instrument of recordHttp: an existing series directly, else record() (new series, overflow); returns the attributes if it built them */
+  private httpOne(w: Workload, def: InstrumentDef, key: string, value: number, a: Readonly<Record<string, AttrValue>>, keys: readonly string[], attrs: Record<string, AttrValue> | undefined, resource: Resource, now: HrTime): Record<string, AttrValue> | undefined {
+    const s = w.instruments.get(def)?.get(key);
+    if (s) {
+      this.observe(s, def, value);
+      return attrs;
+    }
+    attrs ??= pickDefined(a, keys);
+    this.record(resource, def, attrs, value, now, key);
+    return attrs;
+  }
+
+  private observe(s: Series, def: InstrumentDef, value: number): void {
     s.count++;
     s.sum += value;
     if (value < s.min) s.min = value;
@@ -324,16 +368,7 @@ export function recordSpan(store: MetricStore, s: SidelightSpan, resource: Resou
   } else if (a[ATTR_DNS_QUESTION_NAME] !== undefined) {
     store.record(resource, INSTRUMENTS.dnsLookup, pick([ATTR_DNS_QUESTION_NAME, ATTR_ERROR_TYPE]), seconds, now);
   } else if (a[ATTR_HTTP_REQUEST_METHOD] !== undefined) {
-    const server = s.kind === 'server';
-    const attrs = server
-      ? pick([ATTR_HTTP_REQUEST_METHOD, ATTR_HTTP_RESPONSE_STATUS_CODE, ATTR_HTTP_ROUTE, ATTR_URL_SCHEME, ATTR_NETWORK_PROTOCOL_VERSION, ATTR_ERROR_TYPE])
-      : pick([ATTR_HTTP_REQUEST_METHOD, ATTR_HTTP_RESPONSE_STATUS_CODE, ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT, ATTR_NETWORK_PROTOCOL_VERSION, ATTR_ERROR_TYPE]);
-    const key = seriesKey(attrs);
-    store.record(resource, server ? INSTRUMENTS.httpServer : INSTRUMENTS.httpClient, attrs, seconds, now, key);
-    // body sizes: same attributes; only for messages seen to their end
-    const body = s.bodySize;
-    if (body?.request !== undefined) store.record(resource, server ? INSTRUMENTS.httpServerRequestBody : INSTRUMENTS.httpClientRequestBody, attrs, body.request, now, key);
-    if (body?.response !== undefined) store.record(resource, server ? INSTRUMENTS.httpServerResponseBody : INSTRUMENTS.httpClientResponseBody, attrs, body.response, now, key);
+    store.recordHttp(resource, s.kind === 'server', a, seconds, s.bodySize?.request, s.bodySize?.response, now);
   }
 }
 
