@@ -38,10 +38,13 @@ const KIND: Record<string, number> = { internal: 1, server: 2, client: 3 };
 
 class Writer {
   buf: Buffer;
+  /** over `buf`: setBigUint64 writes a bigint without the intermediate BigInts writeBigUInt64LE makes */
+  dv: DataView;
   pos = 0;
 
   constructor(size: number) {
     this.buf = Buffer.allocUnsafe(size);
+    this.dv = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.length);
   }
 
   ensure(n: number): void {
@@ -52,6 +55,7 @@ class Writer {
     const next = Buffer.allocUnsafe(size);
     this.buf.copy(next, 0, 0, this.pos);
     this.buf = next;
+    this.dv = new DataView(next.buffer, next.byteOffset, next.length);
   }
 
   byte(b: number): void {
@@ -110,7 +114,7 @@ class Writer {
 
   fixed64(v: bigint): void {
     this.ensure(8);
-    this.buf.writeBigUInt64LE(v, this.pos);
+    this.dv.setBigUint64(this.pos, v, true);
     this.pos += 8;
   }
 

@@ -190,6 +190,10 @@ export class MetricStore {
     return this.workloads.size;
   }
 
+  /** the attribute values and series key of the last recordHttp() per span kind */
+  private readonly lastHttpServer: { values: (AttrValue | undefined)[]; key: string } = { values: [], key: '' };
+  private readonly lastHttpClient: { values: (AttrValue | undefined)[]; key: string } = { values: [], key: '' };
+
   /** the workload of the last record() (spans of one process come in runs): skips the LRU move */
   private lastResource: Resource | undefined;
   private lastWorkload: Workload | undefined;
@@ -280,28 +284,40 @@ export class MetricStore {
    * end), all on one attribute set: one workload lookup and one series key for the three, and
    * the attribute object built only when a series is new. Same series as record() would make.
    */
-  recordHttp(resource: Resource, server: boolean, a: Readonly<Record<string, AttrValue>>, seconds: number, requestBody: number | undefined, responseBody: number | undefined, now: HrTime): void {
+  recordHttp(resource: Resource, server: boolean, a: Readonly<Record<string, AttrValue>>, seconds: number, requestBody: number | undefined, responseBody: number | undefined, endUnixNs: bigint): void {
     const keys = server ? HTTP_SERVER_KEYS : HTTP_CLIENT_KEYS;
-    let key = '';
-    for (const k of keys) {
-      const v = a[k];
-      if (v !== undefined) key += k + '\u0000' + String(v) + '\u0001';
+    // consecutive spans of one kind mostly carry the same values: reuse the last key then
+    // (no string building, and the key's hash is already computed)
+    const last = server ? this.lastHttpServer : this.lastHttpClient;
+    let same = last.key !== '';
+    for (let i = 0; same && i < keys.length; i++) same = a[keys[i]!] === last.values[i];
+    let key: string;
+    if (same) {
+      key = last.key;
+    } else {
+      key = '';
+      for (let i = 0; i < keys.length; i++) {
+        const v = a[keys[i]!];
+        last.values[i] = v;
+        if (v !== undefined) key += keys[i] + '\u0000' + String(v) + '\u0001';
+      }
+      last.key = key;
     }
-    const w = this.workload(resource, hrToMs(now));
-    let attrs = this.httpOne(w, server ? INSTRUMENTS.httpServer : INSTRUMENTS.httpClient, key, seconds, a, keys, undefined, resource, now);
-    if (requestBody !== undefined) attrs = this.httpOne(w, server ? INSTRUMENTS.httpServerRequestBody : INSTRUMENTS.httpClientRequestBody, key, requestBody, a, keys, attrs, resource, now);
-    if (responseBody !== undefined) this.httpOne(w, server ? INSTRUMENTS.httpServerResponseBody : INSTRUMENTS.httpClientResponseBody, key, responseBody, a, keys, attrs, resource, now);
+    const w = this.workload(resource, Number(endUnixNs) / 1e6);
+    let attrs = this.httpOne(w, server ? INSTRUMENTS.httpServer : INSTRUMENTS.httpClient, key, seconds, a, keys, undefined, resource, endUnixNs);
+    if (requestBody !== undefined) attrs = this.httpOne(w, server ? INSTRUMENTS.httpServerRequestBody : INSTRUMENTS.httpClientRequestBody, key, requestBody, a, keys, attrs, resource, endUnixNs);
+    if (responseBody !== undefined) this.httpOne(w, server ? INSTRUMENTS.httpServerResponseBody : INSTRUMENTS.httpClientResponseBody, key, responseBody, a, keys, attrs, resource, endUnixNs);
   }
 
   /** one instrument of recordHttp: an existing series directly, else record() (new series, overflow); returns the attributes if it built them */
-  private httpOne(w: Workload, def: InstrumentDef, key: string, value: number, a: Readonly<Record<string, AttrValue>>, keys: readonly string[], attrs: Record<string, AttrValue> | undefined, resource: Resource, now: HrTime): Record<string, AttrValue> | undefined {
+  private httpOne(w: Workload, def: InstrumentDef, key: string, value: number, a: Readonly<Record<string, AttrValue>>, keys: readonly string[], attrs: Record<string, AttrValue> | undefined, resource: Resource, endUnixNs: bigint): Record<string, AttrValue> | undefined {
     const s = w.instruments.get(def)?.get(key);
     if (s) {
       this.observe(s, def, value);
       return attrs;
     }
     attrs ??= pickDefined(a, keys);
-    this.record(resource, def, attrs, value, now, key);
+    this.record(resource, def, attrs, value, hrTime(endUnixNs), key);
     return attrs;
   }
 
@@ -356,6 +372,10 @@ export class MetricStore {
 export function recordSpan(store: MetricStore, s: SidelightSpan, resource: Resource): void {
   const a = s.attributes;
   const seconds = Number(s.endUnixNs - s.startUnixNs) / 1e9;
+  if (a[ATTR_HTTP_REQUEST_METHOD] !== undefined && a[ATTR_RPC_SYSTEM_NAME] === undefined && a[ATTR_DNS_QUESTION_NAME] === undefined) {
+    store.recordHttp(resource, s.kind === 'server', a, seconds, s.bodySize?.request, s.bodySize?.response, s.endUnixNs);
+    return;
+  }
   const now = hrTime(s.endUnixNs);
   const pick = (keys: string[]): Record<string, AttrValue> => {
     const out: Record<string, AttrValue> = {};
@@ -367,8 +387,6 @@ export function recordSpan(store: MetricStore, s: SidelightSpan, resource: Resou
     store.record(resource, s.kind === 'server' ? INSTRUMENTS.rpcServer : INSTRUMENTS.rpcClient, pick(keys), seconds, now);
   } else if (a[ATTR_DNS_QUESTION_NAME] !== undefined) {
     store.record(resource, INSTRUMENTS.dnsLookup, pick([ATTR_DNS_QUESTION_NAME, ATTR_ERROR_TYPE]), seconds, now);
-  } else if (a[ATTR_HTTP_REQUEST_METHOD] !== undefined) {
-    store.recordHttp(resource, s.kind === 'server', a, seconds, s.bodySize?.request, s.bodySize?.response, now);
   }
 }
 
