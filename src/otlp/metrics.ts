@@ -142,7 +142,14 @@ interface Workload {
   lastMs: number;
   /** measured since the last snapshot (evicting it would lose data no export carried) */
   dirty: boolean;
+  /** its key in the store (resourceIdentity) */
+  id: string;
+  /** false once dropped (evicted or expired): cached references must not use it */
+  alive: boolean;
 }
+
+/** Resource → workload pairs remembered besides the last one */
+const MRU_SIZE = 4;
 
 const identities = new WeakMap<Resource, string>();
 
@@ -197,9 +204,15 @@ export class MetricStore {
   /** the workload of the last record() (spans of one process come in runs): skips the LRU move */
   private lastResource: Resource | undefined;
   private lastWorkload: Workload | undefined;
+  private readonly mru: { resource: Resource; workload: Workload }[] = [];
+  /** the workload at the most-recent end of the LRU order (last moved or added) */
+  private tail: Workload | undefined;
+  private mruNext = 0;
 
   private drop(id: string, w: Workload): void {
     for (const m of w.instruments.values()) this.stats.series -= m.size;
+    w.alive = false;
+    if (this.tail === w) this.tail = undefined;
     this.workloads.delete(id);
     if (this.lastWorkload === w) this.lastResource = this.lastWorkload = undefined;
   }
@@ -212,9 +225,35 @@ export class MetricStore {
       if (nowMs > last.lastMs) last.lastMs = nowMs;
       return last;
     }
+    // spans alternate between a few processes (a server and its clients): a small MRU of
+    // Resource → workload avoids the identity lookup and the LRU move on each switch
+    const mru = this.mru;
+    for (let i = 0; i < mru.length; i++) {
+      const e = mru[i]!;
+      if (e.resource === resource && e.workload.alive) {
+        this.lastResource = resource;
+        this.lastWorkload = e.workload;
+        return this.touch(e.workload, nowMs);
+      }
+    }
     const w = this.workloadSlow(resource, nowMs);
+    this.tail = w;
     this.lastResource = resource;
     this.lastWorkload = w;
+    mru[this.mruNext] = { resource, workload: w };
+    this.mruNext = (this.mruNext + 1) % MRU_SIZE;
+    return w;
+  }
+
+  /** a cached workload measured again: dirty, its time advanced, moved to the most-recent end of the LRU order */
+  private touch(w: Workload, nowMs: number): Workload {
+    w.dirty = true;
+    if (nowMs > w.lastMs) w.lastMs = nowMs;
+    if (this.tail !== w) {
+      this.workloads.delete(w.id);
+      this.workloads.set(w.id, w);
+      this.tail = w;
+    }
     return w;
   }
 
@@ -237,7 +276,7 @@ export class MetricStore {
         this.stats.workloadsEvicted++;
       }
     }
-    w = { resource, instruments: new Map(), dnsNames: new Set(), lastMs: nowMs, dirty: true };
+    w = { resource, instruments: new Map(), dnsNames: new Set(), lastMs: nowMs, dirty: true, id, alive: true };
     this.workloads.set(id, w);
     return w;
   }
