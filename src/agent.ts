@@ -67,7 +67,7 @@ import {
   TLS_PROGRAM_NAMES,
 } from './receiver/layout.js';
 import { internStats } from './receiver/http1.js';
-import { keyCacheStats } from './otlp/encode.js';
+import { keyCacheStats, kvCacheStats } from './otlp/encode.js';
 import type { SidelightSpan } from './receiver/span.js';
 import { AGENT_NAME, AGENT_VERSION } from './version.js';
 
@@ -604,7 +604,7 @@ export class Agent {
       backlog: { bytes: this.backlogBytes, batches: this.backlog.length, paused: this.pollPaused, highBytes: this.backlogHigh, ...this.backlogStats },
       decode: { ...this.decodeStats },
       // bounded caches on the per-event path (slots fixed at module load): hit rates
-      caches: { decode: { ...decodeCacheStats }, httpIntern: { ...internStats }, otlpKeys: { ...keyCacheStats } },
+      caches: { decode: { ...decodeCacheStats }, httpIntern: { ...internStats }, otlpKeys: { ...keyCacheStats }, otlpAttributes: { ...kvCacheStats } },
       connections: { size: this.table.size, ...this.table.stats, http: { ...this.table.stats.http }, trace: { ...this.table.stats.trace, ...this.table.traces.sizes } },
       dns: { pending: this.dns.size, ...this.dns.stats },
       tls: this.tls ? { ...this.tls.stats } : null,

@@ -300,6 +300,73 @@ function writeAttributes(w: Writer, attrs: Record<string, unknown>, tag: number)
   }
 }
 
+/**
+ * Span attributes whose values repeat (method, status, scheme, protocol version, addresses,
+ * routes) are written from a cache of their whole encoded field: per key at most
+ * KV_VALUES_PER_KEY distinct string/number/boolean values, after which the key counts as
+ * varying (ports, paths, URLs) and is encoded each time. Bounded: at most KEY_CACHE_MAX keys and
+ * KV_CACHE_BYTES encoded bytes (then new values are encoded each time).
+ */
+const KV_VALUES_PER_KEY = 64;
+const KV_CACHE_BYTES = 1 << 20;
+let kvCacheBytes = 0;
+interface KeyValues {
+  values: Map<string | number | boolean, Uint8Array>;
+  varying: boolean;
+}
+const kvCache = new Map<string, KeyValues>();
+/** hits, keys held, keys found varying, bytes held (of KV_CACHE_BYTES) */
+export const kvCacheStats = { hits: 0, keys: 0, varyingKeys: 0, bytes: 0 };
+
+function writeSpanAttributes(w: Writer, attrs: Record<string, unknown>): void {
+  for (const k in attrs) {
+    if (!Object.prototype.hasOwnProperty.call(attrs, k)) continue;
+    const v = attrs[k];
+    const t = typeof v;
+    let kv = kvCache.get(k);
+    if (kv === undefined && kvCache.size < KEY_CACHE_MAX) {
+      kv = { values: new Map(), varying: false };
+      kvCache.set(k, kv);
+      kvCacheStats.keys = kvCache.size;
+    }
+    if (kv === undefined || kv.varying || (t !== 'string' && t !== 'number' && t !== 'boolean')) {
+      w.byte(0x4a); // attributes = 9
+      const at = w.start(1);
+      writeKeyValue(w, k, v);
+      w.finish(at, 1);
+      continue;
+    }
+    const pv = v as string | number | boolean;
+    let b = kv.values.get(pv);
+    if (b === undefined) {
+      const from = w.pos;
+      w.byte(0x4a); // attributes = 9
+      const at = w.start(1);
+      writeKeyValue(w, k, v);
+      w.finish(at, 1);
+      if (kv.values.size >= KV_VALUES_PER_KEY) {
+        kv.varying = true;
+        for (const b of kv.values.values()) kvCacheBytes -= b.length;
+        kvCacheStats.bytes = kvCacheBytes;
+        kv.values.clear();
+        kvCacheStats.varyingKeys++;
+      } else if (kvCacheBytes + (w.pos - from) <= KV_CACHE_BYTES) {
+        kv.values.set(pv, Uint8Array.prototype.slice.call(w.buf, from, w.pos));
+        kvCacheBytes += w.pos - from;
+        kvCacheStats.bytes = kvCacheBytes;
+      }
+      continue;
+    }
+    kvCacheStats.hits++;
+    const n = b.length;
+    w.ensure(n);
+    const buf = w.buf;
+    let p = w.pos;
+    for (let i = 0; i < n; i++) buf[p++] = b[i]!;
+    w.pos = p;
+  }
+}
+
 /** fixed64 of a Unix-ns time, as writeHrTimeAsFixed64 writes toReadableSpan's HrTime of it */
 function writeTime(w: Writer, ns: bigint): void {
   if (ns >= 0n && ns < TWO64) {
@@ -348,7 +415,7 @@ function writeSpan(w: Writer, s: SidelightSpan): void {
   writeTime(w, s.startUnixNs);
   w.byte(0x41); // end_time_unix_nano = 8
   writeTime(w, s.endUnixNs >= s.startUnixNs ? s.endUnixNs : s.startUnixNs);
-  writeAttributes(w, s.attributes, 0x4a); // attributes = 9
+  writeSpanAttributes(w, s.attributes); // attributes = 9
   w.byte(0x50); // dropped_attributes_count = 10
   w.byte(0);
   w.byte(0x60); // dropped_events_count = 12

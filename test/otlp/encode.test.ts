@@ -2,7 +2,7 @@ import test from 'ava';
 import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
 import { resourceFromAttributes, type Resource } from '@opentelemetry/resources';
 import { toReadableSpan } from '../../src/otlp/convert.js';
-import { encodeTraceRequest, type SpanWithResource } from '../../src/otlp/encode.js';
+import { encodeTraceRequest, kvCacheStats, type SpanWithResource } from '../../src/otlp/encode.js';
 import type { AttrValue, SidelightSpan } from '../../src/receiver/span.js';
 
 /** The reference: what the OpenTelemetry transformer makes of the same spans. */
@@ -93,4 +93,19 @@ test('byte for byte: spans grouped per resource in first-seen order, big batch',
 
 test('an empty batch encodes to an empty request, as the transformer does', (t) => {
   t.deepEqual(Buffer.from(encodeTraceRequest([])), reference([]));
+});
+
+test('cached attribute fields: repeated values written from the cache, a key with many values turns varying; bytes unchanged', (t) => {
+  const hits = kvCacheStats.hits;
+  const varying = kvCacheStats.varyingKeys;
+  // 'test.repeat' takes 3 values over and over (cached), 'test.vary' a new value per span (varying after 64)
+  const items: SpanWithResource[] = [];
+  for (let i = 0; i < 200; i++) {
+    items.push({ span: span(i, { attributes: { 'test.repeat': ['a', 'bb', 'ccc'][i % 3]!, 'test.vary': `v${i}`, 'test.num': i % 2, 'test.bool': i % 2 === 0, 'test.arr': ['x', String(i)] } }), resource: i % 2 ? r1 : r2 });
+  }
+  t.deepEqual(Buffer.from(encodeTraceRequest(items)), reference(items));
+  t.deepEqual(Buffer.from(encodeTraceRequest(items)), reference(items), 'again, now mostly from the cache');
+  t.true(kvCacheStats.hits - hits >= 2 * 200 * 3 - 3 * 8, `hits ${kvCacheStats.hits - hits}`);
+  t.is(kvCacheStats.varyingKeys - varying, 1, 'test.vary only');
+  t.true(kvCacheStats.bytes > 0 && kvCacheStats.bytes <= 1 << 20);
 });
