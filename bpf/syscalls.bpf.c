@@ -70,10 +70,15 @@ struct sl_inflight {
 	u8 _pad[2];
 };
 
+/*
+ * Per thread (task local storage): its syscall in flight, sys 0 when none. A few loads per
+ * access instead of an LRU hash update, lookup and delete per send; an entry lives and dies
+ * with its thread, so nothing can be left behind. Bounded by the threads of traced processes.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, u64);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct sl_inflight);
 } sl_inflight SEC(".maps");
 
@@ -589,8 +594,15 @@ static __always_inline int sl_enter(const struct pt_regs *regs, u8 sys)
 	f.arg1 = regs->si;
 	f.arg2 = regs->dx;
 	f.arg5 = regs->r8;
-	if (bpf_map_update_elem(&sl_inflight, &pid_tgid, &f, BPF_ANY))
-		sl_count(SL_CNT_STASH_FULL);
+	{
+		struct sl_inflight *fp = bpf_task_storage_get(&sl_inflight, bpf_get_current_task_btf(), 0,
+							      BPF_LOCAL_STORAGE_GET_F_CREATE);
+
+		if (fp)
+			*fp = f;
+		else
+			sl_count(SL_CNT_STASH_FULL);
+	}
 	return 0;
 }
 
@@ -638,18 +650,23 @@ static __always_inline int sl_exit_ingress(const struct pt_regs *regs, u8 sys, s
 	return sl_exit_data(&f, pid_tgid, ret);
 }
 
-static __always_inline int sl_exit(s64 ret)
+static __always_inline int sl_exit(u8 sys, s64 ret)
 {
-	u64 pid_tgid = bpf_get_current_pid_tgid();
+	u64 pid_tgid;
 	struct sl_inflight *fp, f;
 	struct sl_scratch *s;
 	struct sock *sk;
 
-	fp = bpf_map_lookup_elem(&sl_inflight, &pid_tgid);
-	if (!fp)
+	fp = bpf_task_storage_get(&sl_inflight, bpf_get_current_task_btf(), 0, 0);
+	if (!fp || !fp->sys)
 		return 0;
+	if (fp->sys != sys) {
+		fp->sys = 0; /* an entry whose exit was never seen: not this syscall's */
+		return 0;
+	}
 	f = *fp;
-	bpf_map_delete_elem(&sl_inflight, &pid_tgid);
+	fp->sys = 0;
+	pid_tgid = bpf_get_current_pid_tgid();
 
 	switch (f.sys) {
 	case SL_SYS_ACCEPT:
@@ -753,5 +770,5 @@ int BPF_PROG(sl_sys_exit, struct pt_regs *regs, long ret)
 		return 0;
 	if (sl_is_ingress_data(sys))
 		return sl_exit_ingress(regs, sys, ret);
-	return sl_exit(ret);
+	return sl_exit(sys, ret);
 }
