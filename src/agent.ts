@@ -215,7 +215,7 @@ export class Agent {
       : undefined;
     const showConsole = config.export.console === 'always' || (config.export.console === 'auto' && !traces);
     this.view = showConsole ? new TraceTreeView() : undefined;
-    this.filePipeline = config.export.file ? new ExportPipeline(config.export.batch, new FileSink(config.export.file), (m) => log.warn(m)) : undefined;
+    this.filePipeline = config.export.file ? new ExportPipeline({ ...config.export.batch, maxInFlight: 1 }, new FileSink(config.export.file), (m) => log.warn(m)) : undefined; // one writer: batches stay whole in the file
     const rc = config.receiver;
     if (rc.enabled) {
       const senders = new Senders(

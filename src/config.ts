@@ -144,6 +144,8 @@ export interface BatchOptions {
   maxSpans: number;
   /** Longest wait before a partial batch is exported, ms; 1..60000. */
   delayMs: number;
+  /** Export requests sent at once; 1..64. */
+  maxInFlight: number;
   /** Spans buffered before new spans are dropped; 16..1048576. */
   queueSpans: number;
   /** Estimated bytes of spans buffered before new spans are dropped; 65536..4294967296. */

@@ -2,7 +2,9 @@
  * pipeline.ts — the bounded queue between the receiver and an OTLP sink: spans are
  * queued (at most `queueSpans` spans and `queueBytes` estimated bytes; beyond either, new
  * spans are dropped and counted by which bound), sent in batches of `maxSpans` at least every
- * `delayMs`, one export in flight at a time. A batch whose export fails retryably (OTLP
+ * `delayMs`, up to `maxInFlight` exports at once (each sender takes the next batch from the
+ * queue; against a backend with latency, one at a time caps the rate at batch / round trip).
+ * A batch whose export fails retryably (OTLP
  * rules, see transport.ts) is tried again after the delay the server asked for (gRPC
  * RetryInfo, HTTP Retry-After; capped at `retryMaxMs`) or else with exponential backoff and
  * jitter, until `retryMaxElapsedMs`; meanwhile new spans wait in the bounded queue. A
@@ -27,6 +29,8 @@ export interface PipelineOptions {
   maxSpans: number;
   delayMs: number;
   queueSpans: number;
+  /** exports sent at once, each with its own batch and retries (default 1) */
+  maxInFlight?: number;
   /** first retry delay, ms (default 1000) */
   retryInitialMs?: number;
   /** longest retry delay, ms (default 30000) */
@@ -103,7 +107,8 @@ export class ExportPipeline {
   private lastPartialLog = -Infinity;
   private partialSuppressed = 0;
   private timer: NodeJS.Timeout | undefined;
-  private inFlight: Promise<void> | undefined;
+  /** exports running now (at most maxInFlight) */
+  private readonly inFlight = new Set<Promise<void>>();
   private closed = false;
   private readonly onError: (msg: string) => void;
   readonly stats: PipelineStats = {
@@ -122,8 +127,8 @@ export class ExportPipeline {
   };
   /** duration of every export attempt, successful or not */
   readonly latency: LatencyHistogram = { count: 0, sum: 0, counts: new Array<number>(EXPORT_LATENCY_BUCKETS.length + 1).fill(0) };
-  /** wakes a retry wait early (shutdown) */
-  private wake: (() => void) | undefined;
+  /** wake retry waits early (shutdown) */
+  private readonly wakers = new Set<() => void>();
 
   constructor(opts: PipelineOptions, sink: SpanSink, onError: (msg: string) => void = () => {}) {
     this.opts = opts;
@@ -182,14 +187,21 @@ export class ExportPipeline {
     this.timer.unref();
   }
 
-  /** Start sending if nothing is in flight. */
+  /**
+   * Start senders: one if none runs (a partial batch, on the timer), more while full batches
+   * wait and fewer than maxInFlight run. Each sender takes batches from the shared queue.
+   */
   private kick(): void {
-    if (this.inFlight || this.queue.length === 0) return;
-    this.inFlight = this.drain().finally(() => {
-      this.inFlight = undefined;
-      if (this.queue.length >= this.opts.maxSpans) this.kick();
-      else this.schedule();
-    });
+    const max = this.opts.maxInFlight ?? 1;
+    while (this.inFlight.size < max && this.queue.length > 0) {
+      if (this.inFlight.size > 0 && this.queue.length < this.opts.maxSpans) break;
+      const p: Promise<void> = this.drain().finally(() => {
+        this.inFlight.delete(p);
+        if (this.queue.length >= this.opts.maxSpans) this.kick();
+        else this.schedule();
+      });
+      this.inFlight.add(p);
+    }
   }
 
   private async drain(): Promise<void> {
@@ -229,13 +241,14 @@ export class ExportPipeline {
         this.stats.retries++;
         if (serverDelay) this.stats.retriesServerDelay++;
         await new Promise<void>((resolve) => {
-          const t = setTimeout(resolve, wait);
-          this.wake = () => {
+          const wake = (): void => {
             clearTimeout(t);
+            this.wakers.delete(wake);
             resolve();
           };
+          const t = setTimeout(wake, wait);
+          this.wakers.add(wake);
         });
-        this.wake = undefined;
         delay = Math.min(delay * 2, maxDelay);
       }
       if (this.queue.length < this.opts.maxSpans && !this.closed) return;
@@ -278,11 +291,11 @@ export class ExportPipeline {
   /** Send everything queued (bounded by deadlineMs), then shut the sink down. */
   async shutdown(deadlineMs: number): Promise<void> {
     this.closed = true;
-    this.wake?.(); // a retry wait ends now: one last attempt, then drop
+    for (const wake of [...this.wakers]) wake(); // retry waits end now: one last attempt, then drop
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     const flush = (async () => {
-      if (this.inFlight) await this.inFlight;
+      await Promise.all([...this.inFlight]);
       if (this.queue.length > 0) await this.drain();
     })();
     let timeout: NodeJS.Timeout | undefined;

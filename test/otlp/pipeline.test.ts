@@ -171,3 +171,55 @@ test('estimateSpanBytes grows with attributes', (t) => {
   s.attributes['url.full'] = 'x'.repeat(1000);
   t.is(estimateSpanBytes(s), base + 'url.full'.length + 4 + 1000);
 });
+
+test('maxInFlight: full batches go out concurrently, each span exactly once; a partial batch waits for the timer', async (t) => {
+  class ConcurrentSink extends RecordingSink {
+    running = 0;
+    peak = 0;
+    override async export(spans: ReadableSpan[]): Promise<ExportOutcome> {
+      this.running++;
+      this.peak = Math.max(this.peak, this.running);
+      try {
+        return await super.export(spans);
+      } finally {
+        this.running--;
+      }
+    }
+  }
+  const sink = new ConcurrentSink();
+  sink.delayMs = 40;
+  const p = new ExportPipeline({ maxSpans: 10, delayMs: 200, queueSpans: 1000, maxInFlight: 3 }, sink);
+  const t0 = Date.now();
+  for (let i = 0; i < 95; i++) p.push(span(i), resource);
+  await new Promise((r) => setTimeout(r, 180));
+  // 9 full batches, 3 at a time, 40 ms each: done in ~120 ms; the 5 left wait for delayMs
+  t.is(sink.peak, 3);
+  t.is(sink.batches.length, 9);
+  await new Promise((r) => setTimeout(r, 150));
+  t.is(sink.batches.length, 10);
+  t.deepEqual(sink.batches.flat().map((s) => s.attributes.i as number).sort((a, b) => a - b), Array.from({ length: 95 }, (_, i) => i));
+  t.is(p.stats.exported, 95);
+  t.true(Date.now() - t0 < 1000);
+  await p.shutdown(1000);
+});
+
+test('maxInFlight 1 (the default): one export at a time', async (t) => {
+  let running = 0;
+  let peak = 0;
+  const sink = new RecordingSink();
+  const orig = sink.export.bind(sink);
+  sink.export = async (spans) => {
+    peak = Math.max(peak, ++running);
+    try {
+      return await orig(spans);
+    } finally {
+      running--;
+    }
+  };
+  sink.delayMs = 10;
+  const p = new ExportPipeline({ maxSpans: 5, delayMs: 100, queueSpans: 1000 }, sink);
+  for (let i = 0; i < 50; i++) p.push(span(i), resource);
+  await p.shutdown(2000);
+  t.is(peak, 1);
+  t.is(p.stats.exported, 50);
+});
