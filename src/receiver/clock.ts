@@ -26,28 +26,41 @@ export class MonotonicClock {
   }
 
   /**
-   * Re-measure the offset at millisecond edges of the realtime clock. A pause between the
-   * two reads (preemption, GC, a cold JIT) skews one sample either way: the median of a
-   * few edges is the true one.
+   * Re-measure the offset at millisecond edges of the realtime clock. Each read of Date.now()
+   * is bracketed by two monotonic reads, so the tick to a new millisecond lies between the
+   * first monotonic read before the last old value and the one after the first new value.
+   * A pause in between (preemption, GC, a cold JIT) widens that bracket: of several edges,
+   * the narrowest bracket gives the offset (its midpoint), not the median of skewed ones.
    */
   measure(): void {
-    const offsets: bigint[] = [];
+    let best = -1n;
+    let bestOffset = 0n;
     let at = 0;
     for (let i = 0; i < EDGES; i++) {
+      let prevBefore = process.hrtime.bigint();
       const start = Date.now();
       let now = start;
-      let mono = process.hrtime.bigint();
+      let before = prevBefore;
+      let after = prevBefore;
       const deadline = performance.now() + 5; // never spin long, even on a stalled clock
-      while (now === start && performance.now() < deadline) {
-        mono = process.hrtime.bigint();
+      while (performance.now() < deadline) {
+        before = process.hrtime.bigint();
         now = Date.now();
+        after = process.hrtime.bigint();
+        if (now !== start) break;
+        prevBefore = before;
       }
-      offsets.push(BigInt(now) * 1_000_000n - mono);
+      if (now === start) continue; // no edge within the deadline
+      const width = after - prevBefore;
+      if (best < 0n || width < best) {
+        best = width;
+        bestOffset = BigInt(now) * 1_000_000n - (prevBefore + after) / 2n;
+      }
       at = now;
     }
-    offsets.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-    this.offsetNs = offsets[EDGES >> 1] ?? 0n;
-    this.measuredAt = at;
+    if (best >= 0n) this.offsetNs = bestOffset;
+    else if (this.measuredAt === 0) this.offsetNs = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
+    this.measuredAt = at || Date.now();
   }
 
   /** Unix epoch nanoseconds for a CLOCK_MONOTONIC nanosecond timestamp. */

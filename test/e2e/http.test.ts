@@ -97,10 +97,11 @@ test.serial('python http.server + curl: SERVER and CLIENT spans with method, pat
       'http.response.status_code': 200,
     });
     t.is(client.resource.attributes['service.name'], 'curl');
-    // the client span encloses the server span; both have real durations
+    // the client span encloses the server span (its end within the few µs by which a client can
+    // finish reading before the server's write returns: see test/e2e/jaeger.test.ts); both have real durations
     t.true(server.span.endUnixNs > server.span.startUnixNs);
     t.true(client.span.startUnixNs <= server.span.startUnixNs);
-    t.true(client.span.endUnixNs >= server.span.endUnixNs);
+    t.true(client.span.endUnixNs + 100_000n >= server.span.endUnixNs, `client end ${client.span.endUnixNs}, server end ${server.span.endUnixNs}`);
     const nowNs = BigInt(Date.now()) * 1_000_000n;
     t.true(nowNs - client.span.endUnixNs < 60_000_000_000n, 'wall-clock timestamps');
     t.true(client.span.endUnixNs <= nowNs + 1_000_000_000n);
