@@ -589,6 +589,7 @@ export class Agent {
           }
         : {}),
       memory: memoryNow(),
+      caches: { decode: { ...decodeCacheStats }, httpIntern: { ...internStats }, otlpKeys: { ...keyCacheStats }, otlpAttributes: { ...kvCacheStats } },
     };
   }
 

@@ -325,8 +325,8 @@ interface KeyValues {
   varying: boolean;
 }
 const kvCache = new Map<string, KeyValues>();
-/** hits, keys held, keys found varying, bytes held (of KV_CACHE_BYTES) */
-export const kvCacheStats = { hits: 0, keys: 0, varyingKeys: 0, bytes: 0 };
+/** fields written from the cache (hits) or encoded (misses), keys held, keys found varying, bytes held (of KV_CACHE_BYTES) */
+export const kvCacheStats = { hits: 0, misses: 0, keys: 0, varyingKeys: 0, bytes: 0 };
 
 function writeSpanAttributes(w: Writer, attrs: Record<string, unknown>): void {
   for (const k in attrs) {
@@ -340,12 +340,14 @@ function writeSpanAttributes(w: Writer, attrs: Record<string, unknown>): void {
       kvCacheStats.keys = kvCache.size;
     }
     if (kv === undefined || kv.varying || (t !== 'string' && t !== 'number' && t !== 'boolean')) {
+      kvCacheStats.misses++;
       writeAttribute(w, 0x4a, k, v); // attributes = 9
       continue;
     }
     const pv = v as string | number | boolean;
     let b = kv.values.get(pv);
     if (b === undefined) {
+      kvCacheStats.misses++;
       const from = w.pos;
       writeAttribute(w, 0x4a, k, v); // attributes = 9
       if (kv.values.size >= KV_VALUES_PER_KEY) {

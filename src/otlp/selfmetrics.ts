@@ -52,6 +52,18 @@ export interface SelfSnapshot {
   workloadMetrics?: Record<'requests' | 'tcp', WorkloadMetricsSelfStats>;
   /** the agent process's memory (process.memoryUsage()); absent in snapshots made without it */
   memory?: { rss: number; heapUsed: number; heapTotal: number };
+  /** the bounded caches on the per-event path; absent in snapshots made without them */
+  caches?: CacheSelfStats;
+}
+
+/** The per-event caches (decode.ts, http1.ts, encode.ts): lookups by outcome, and what they hold. */
+export interface CacheSelfStats {
+  decode: { hits: number; misses: number };
+  httpIntern: { hits: number; misses: number };
+  /** attribute keys' encodings: held, and keys encoded without the cache once it was full */
+  otlpKeys: { size: number; full: number };
+  /** whole span attribute fields: written from the cache or encoded, and the bytes held */
+  otlpAttributes: { hits: number; misses: number; bytes: number };
 }
 
 /** One per-workload metric store: workloads held, and dropped by reason. */
@@ -208,6 +220,27 @@ export function selfMetrics(s: SelfSnapshot): SelfMetric[] {
       { name: 'sidelight.pickup.sockets', prom: 'sidelight_pickup_sockets_total', description: 'Connected TCP sockets open before the agent started, found by the pickup at start, by outcome.', unit: '{socket}', kind: 'counter', points: PICKUP_OUTCOMES.map((o) => p(outcomes[o], { outcome: o })) },
       { name: 'sidelight.pickup.listeners', prom: 'sidelight_pickup_listeners_total', description: 'Listening TCP sockets found by the pickup at start (on wanted ports).', unit: '{socket}', kind: 'counter', points: [p(k.listeners)] },
       { name: 'sidelight.pickup.failures', prom: 'sidelight_pickup_failures_total', description: 'Pickup runs that failed (roles then come from the first bytes).', unit: '{run}', kind: 'counter', points: [p(k.failed)] },
+    );
+  }
+  const c = s.caches;
+  if (c) {
+    const lookups: Array<[string, { hits: number; misses: number }]> = [
+      ['decode', c.decode],
+      ['http_intern', c.httpIntern],
+      ['otlp_attributes', c.otlpAttributes],
+    ];
+    out.push(
+      {
+        name: 'sidelight.cache.lookups',
+        prom: 'sidelight_cache_lookups_total',
+        description: 'Lookups in the bounded per-event caches (decoded strings, HTTP/1 header strings, encoded span attribute fields), by cache and outcome.',
+        unit: '{lookup}',
+        kind: 'counter',
+        points: lookups.flatMap(([cache, l]) => [p(l.hits, { cache, outcome: 'hit' }), p(l.misses, { cache, outcome: 'miss' })]),
+      },
+      { name: 'sidelight.cache.entries', prom: 'sidelight_cache_entries', description: 'Attribute keys whose encoding is cached (bounded).', unit: '{entry}', kind: 'gauge', points: [p(c.otlpKeys.size, { cache: 'otlp_keys' })] },
+      { name: 'sidelight.cache.bypassed', prom: 'sidelight_cache_bypassed_total', description: 'Attribute keys encoded without the cache because it was full.', unit: '{key}', kind: 'counter', points: [p(c.otlpKeys.full, { cache: 'otlp_keys' })] },
+      { name: 'sidelight.cache.size', prom: 'sidelight_cache_size_bytes', description: 'Bytes held by the encoded span attribute cache (bounded at 1 MiB).', unit: 'By', kind: 'gauge', points: [p(c.otlpAttributes.bytes, { cache: 'otlp_attributes' })] },
     );
   }
   const w = s.workloadMetrics;

@@ -214,6 +214,9 @@ test.serial('keep-alive connections open before the agent: pickup seeds roles; l
   const metric = (name: string, labels: Record<string, string> = {}): number | undefined =>
     m.find((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))?.value;
   t.is(metric('sidelight_pickup_sockets_total', { outcome: 'seeded_server' }), 2);
+  // ... and /metrics exports them: the decode cache served these requests' repeated fields
+  t.true((metric('sidelight_cache_lookups_total', { cache: 'decode', outcome: 'hit' }) ?? 0) > 0, 'decode cache hits exported');
+  t.true((metric('sidelight_cache_entries', { cache: 'otlp_keys' }) ?? 0) > 0, 'otlp key cache entries exported');
   t.is(metric('sidelight_pickup_sockets_total', { outcome: 'seeded_client' }), 2);
   t.is(metric('sidelight_pickup_sockets_total', { outcome: 'role_unsure' }), 0);
   t.is(metric('sidelight_pickup_listeners_total'), 1);

@@ -128,3 +128,28 @@ test('Prometheus text: workload metric stores (held, dropped by reason) and the 
     t.true(lines.includes(line), `missing: ${line}`);
   t.false(renderPrometheus(selfMetrics(snapshot())).includes('sidelight_metrics_workloads'), 'absent when metrics are not exported');
 });
+
+test('Prometheus text: the per-event caches, lookups by cache and outcome, entries, bypasses and bytes held', (t) => {
+  const text = renderPrometheus(
+    selfMetrics({
+      ...snapshot(),
+      caches: { decode: { hits: 90, misses: 10 }, httpIntern: { hits: 7, misses: 3 }, otlpKeys: { size: 14, full: 2 }, otlpAttributes: { hits: 500, misses: 40, bytes: 4096 } },
+    }),
+  );
+  const lines = text.split('\n');
+  for (const line of [
+    '# TYPE sidelight_cache_lookups counter',
+    'sidelight_cache_lookups_total{cache="decode",outcome="hit"} 90',
+    'sidelight_cache_lookups_total{cache="decode",outcome="miss"} 10',
+    'sidelight_cache_lookups_total{cache="http_intern",outcome="hit"} 7',
+    'sidelight_cache_lookups_total{cache="http_intern",outcome="miss"} 3',
+    'sidelight_cache_lookups_total{cache="otlp_attributes",outcome="hit"} 500',
+    'sidelight_cache_lookups_total{cache="otlp_attributes",outcome="miss"} 40',
+    'sidelight_cache_entries{cache="otlp_keys"} 14',
+    'sidelight_cache_bypassed_total{cache="otlp_keys"} 2',
+    'sidelight_cache_size_bytes{cache="otlp_attributes"} 4096',
+  ]) {
+    t.true(lines.includes(line), `missing: ${line}`);
+  }
+  t.false(renderPrometheus(selfMetrics(snapshot())).includes('sidelight_cache_'), 'absent from snapshots without caches');
+});
