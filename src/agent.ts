@@ -31,7 +31,7 @@ import { ensureIds } from './otlp/convert.js';
 import { MetricExportLoop, MetricStore, recordSpan } from './otlp/metrics.js';
 import { OtlpMetricExporter } from './otlp/metricexporter.js';
 import { ExportPipeline } from './otlp/pipeline.js';
-import { renderPrometheus, selfMetrics, SelfMetricsLoop, type SelfSnapshot } from './otlp/selfmetrics.js';
+import { renderPrometheus, selfMetrics, SelfMetricsLoop, type CacheSelfStats, type SelfSnapshot } from './otlp/selfmetrics.js';
 import { ConnMetricStore } from './otlp/connmetrics.js';
 import { ServiceGraph } from './otlp/servicegraph.js';
 import { FileSink } from './otlp/filesink.js';
@@ -110,6 +110,11 @@ export interface AttachResult {
   ok: boolean;
   errno: number;
   error: string;
+}
+
+/** The bounded per-event caches (decode, HTTP/1 intern table, OTLP attribute keys and fields): a copy of their counters. */
+function cacheStats(): CacheSelfStats {
+  return { decode: { ...decodeCacheStats }, httpIntern: { ...internStats }, otlpKeys: { ...keyCacheStats }, otlpAttributes: { ...kvCacheStats } };
 }
 
 /** The agent process's memory, bytes: RSS, the V8 heap (in use, reserved) and its young generation (reserved; capped by bin/sidelight). */
@@ -215,7 +220,7 @@ export class Agent {
       : undefined;
     const showConsole = config.export.console === 'always' || (config.export.console === 'auto' && !traces);
     this.view = showConsole ? new TraceTreeView() : undefined;
-    this.filePipeline = config.export.file ? new ExportPipeline({ ...config.export.batch, maxInFlight: 1 }, new FileSink(config.export.file), (m) => log.warn(m)) : undefined; // one writer: batches stay whole in the file
+    this.filePipeline = config.export.file ? new ExportPipeline(config.export.batch, new FileSink(config.export.file), (m) => log.warn(m)) : undefined;
     const rc = config.receiver;
     if (rc.enabled) {
       const senders = new Senders(
@@ -589,7 +594,7 @@ export class Agent {
           }
         : {}),
       memory: memoryNow(),
-      caches: { decode: { ...decodeCacheStats }, httpIntern: { ...internStats }, otlpKeys: { ...keyCacheStats }, otlpAttributes: { ...kvCacheStats } },
+      caches: cacheStats(),
     };
   }
 
@@ -605,7 +610,7 @@ export class Agent {
       backlog: { bytes: this.backlogBytes, batches: this.backlog.length, paused: this.pollPaused, highBytes: this.backlogHigh, ...this.backlogStats },
       decode: { ...this.decodeStats },
       // bounded caches on the per-event path (slots fixed at module load): hit rates
-      caches: { decode: { ...decodeCacheStats }, httpIntern: { ...internStats }, otlpKeys: { ...keyCacheStats }, otlpAttributes: { ...kvCacheStats } },
+      caches: cacheStats(),
       connections: { size: this.table.size, ...this.table.stats, http: { ...this.table.stats.http }, trace: { ...this.table.stats.trace, ...this.table.traces.sizes } },
       dns: { pending: this.dns.size, ...this.dns.stats },
       tls: this.tls ? { ...this.tls.stats } : null,

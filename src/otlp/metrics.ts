@@ -12,7 +12,9 @@
  *
  * Workloads are keyed by their resource's attributes, not by the Resource object: the process
  * cache may build a new Resource for the same process after evicting it, and two entries for
- * one identity would export two conflicting cumulative streams.
+ * one identity would export two conflicting cumulative streams. Per span, the last workload and
+ * a 4-entry Resource → workload cache skip that identity lookup, and the HTTP instruments reuse
+ * the last series key while the attribute values repeat.
  *
  * Bounds, all counted: workloads (`maxWorkloads`; past it the longest idle one is evicted,
  * preferring among the EVICTION_SCAN longest idle one already exported since its last measurement),
@@ -177,6 +179,10 @@ function seriesKey(attrs: Record<string, AttrValue>): string {
 const HTTP_SERVER_KEYS = [ATTR_HTTP_REQUEST_METHOD, ATTR_HTTP_RESPONSE_STATUS_CODE, ATTR_HTTP_ROUTE, ATTR_URL_SCHEME, ATTR_NETWORK_PROTOCOL_VERSION, ATTR_ERROR_TYPE];
 const HTTP_CLIENT_KEYS = [ATTR_HTTP_REQUEST_METHOD, ATTR_HTTP_RESPONSE_STATUS_CODE, ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT, ATTR_NETWORK_PROTOCOL_VERSION, ATTR_ERROR_TYPE];
 
+const RPC_KEYS = [ATTR_RPC_SYSTEM_NAME, ATTR_RPC_METHOD, ATTR_RPC_STATUS_CODE, ATTR_ERROR_TYPE, ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT];
+const DNS_KEYS = [ATTR_DNS_QUESTION_NAME, ATTR_ERROR_TYPE];
+
+/** the attributes among `keys` that `a` has, in that order */
 function pickDefined(a: Readonly<Record<string, AttrValue>>, keys: readonly string[]): Record<string, AttrValue> {
   const out: Record<string, AttrValue> = {};
   for (const k of keys) if (a[k] !== undefined) out[k] = a[k]!;
@@ -219,12 +225,7 @@ export class MetricStore {
 
   private workload(resource: Resource, nowMs: number): Workload {
     const last = this.lastWorkload;
-    if (last && resource === this.lastResource) {
-      // already the most recently used: no move needed
-      last.dirty = true;
-      if (nowMs > last.lastMs) last.lastMs = nowMs;
-      return last;
-    }
+    if (last && resource === this.lastResource) return this.touch(last, nowMs); // the tail already: no move
     // spans alternate between a few processes (a server and its clients): a small MRU of
     // Resource → workload avoids the identity lookup and the LRU move on each switch
     const mru = this.mru;
@@ -245,7 +246,7 @@ export class MetricStore {
     return w;
   }
 
-  /** a cached workload measured again: dirty, its time advanced, moved to the most-recent end of the LRU order */
+  /** a workload measured again: dirty, its time advanced, moved to the most-recent end of the LRU order (unless it is there) */
   private touch(w: Workload, nowMs: number): Workload {
     w.dirty = true;
     if (nowMs > w.lastMs) w.lastMs = nowMs;
@@ -262,12 +263,8 @@ export class MetricStore {
     let w = this.workloads.get(id);
     if (w) {
       // most recently used last, so eviction takes the longest idle
-      this.workloads.delete(id);
-      this.workloads.set(id, w);
       w.resource = resource;
-      w.dirty = true;
-      if (nowMs > w.lastMs) w.lastMs = nowMs;
-      return w;
+      return this.touch(w, nowMs);
     }
     if (this.workloads.size >= this.opts.maxWorkloads) {
       const victim = evictionVictim(this.workloads);
@@ -416,16 +413,10 @@ export function recordSpan(store: MetricStore, s: SidelightSpan, resource: Resou
     return;
   }
   const now = hrTime(s.endUnixNs);
-  const pick = (keys: string[]): Record<string, AttrValue> => {
-    const out: Record<string, AttrValue> = {};
-    for (const k of keys) if (a[k] !== undefined) out[k] = a[k]!;
-    return out;
-  };
   if (a[ATTR_RPC_SYSTEM_NAME] !== undefined) {
-    const keys = [ATTR_RPC_SYSTEM_NAME, ATTR_RPC_METHOD, ATTR_RPC_STATUS_CODE, ATTR_ERROR_TYPE, ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT];
-    store.record(resource, s.kind === 'server' ? INSTRUMENTS.rpcServer : INSTRUMENTS.rpcClient, pick(keys), seconds, now);
+    store.record(resource, s.kind === 'server' ? INSTRUMENTS.rpcServer : INSTRUMENTS.rpcClient, pickDefined(a, RPC_KEYS), seconds, now);
   } else if (a[ATTR_DNS_QUESTION_NAME] !== undefined) {
-    store.record(resource, INSTRUMENTS.dnsLookup, pick([ATTR_DNS_QUESTION_NAME, ATTR_ERROR_TYPE]), seconds, now);
+    store.record(resource, INSTRUMENTS.dnsLookup, pickDefined(a, DNS_KEYS), seconds, now);
   }
 }
 

@@ -15,6 +15,7 @@ import { ValueType, type Attributes, type HrTime } from '@opentelemetry/api';
 import { ExportResultCode } from '@opentelemetry/core';
 import type { Resource } from '@opentelemetry/resources';
 import { AggregationTemporality, DataPointType, type MetricData, type PushMetricExporter, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
+import type { PickupStats } from '../receiver/pickup.js';
 import { AGENT_NAME, AGENT_VERSION } from '../version.js';
 import { hrTime } from './convert.js';
 import type { MetricExporterStats } from './metricexporter.js';
@@ -75,18 +76,8 @@ export interface WorkloadMetricsSelfStats {
   expired: number;
 }
 
-/** The pickup at start (receiver/pickup.ts PickupStats; only the counts exported here). */
-export interface PickupSelfStats {
-  listeners: number;
-  seen: number;
-  seededServer: number;
-  seededClient: number;
-  skippedKnown: number;
-  skippedClosing: number;
-  skippedRoleUnsure: number;
-  skippedTableFull: number;
-  failed: number;
-}
+/** The pickup at start: the counts of receiver/pickup.ts PickupStats exported here. */
+export type PickupSelfStats = Pick<PickupStats, 'listeners' | 'seen' | 'seededServer' | 'seededClient' | 'skippedKnown' | 'skippedClosing' | 'skippedRoleUnsure' | 'skippedTableFull' | 'failed'>;
 
 /** Every outcome of a connected socket found by the pickup, each an `outcome` value of sidelight.pickup.sockets. */
 export const PICKUP_OUTCOMES = ['seeded_server', 'seeded_client', 'already_known', 'closing', 'role_unsure', 'table_full'] as const;

@@ -21,8 +21,7 @@ import {
   ATTR_URL_PATH,
 } from '@opentelemetry/semantic-conventions';
 import type { SidelightSpan } from '../receiver/span.js';
-import { toReadableSpan } from './convert.js';
-import { assembleTraceRequest, encodeTraceRequest, type EncodedSpan, type SpanWithResource } from './encode.js';
+import { assembleTraceRequest, type EncodedSpan, type SpanWithResource } from './encode.js';
 import { createTransport, displayUrl, isRetryableGrpc, isRetryableHttp, USER_AGENT, type OtlpTransport, type TransportConfig } from './transport.js';
 
 /** Where and how spans are exported: the transport's settings. */
@@ -109,9 +108,10 @@ export function tracePartialSuccess(protocol: TracesExportConfig['protocol'], bo
 }
 
 /**
- * Spans to an OTLP endpoint: serialised by @opentelemetry/otlp-transformer, sent by our
- * transport (transport.ts), the answer turned into an ExportOutcome. No retries here: the
- * pipeline owns them.
+ * Spans to an OTLP endpoint: protobuf (gRPC, HTTP) assembled from spans the pipeline encoded
+ * when it queued them (encode.ts, byte for byte what @opentelemetry/otlp-transformer makes),
+ * JSON serialised by otlp-transformer; sent by our transport (transport.ts), the answer
+ * turned into an ExportOutcome. No retries here: the pipeline owns them.
  */
 export class OtlpSink implements SpanSink {
   readonly name: string;
@@ -131,18 +131,6 @@ export class OtlpSink implements SpanSink {
     let body: Uint8Array | undefined;
     try {
       body = (this.protocol === 'http/json' ? JsonTraceSerializer : ProtobufTraceSerializer).serializeRequest(spans);
-    } catch (e) {
-      return { ok: false, retryable: false, code: 'SERIALIZE_ERROR', error: `serialize: ${(e as Error).message}` };
-    }
-    return this.send(body);
-  }
-
-  /** protobuf (gRPC, HTTP): encoded from the spans directly (encode.ts, same bytes); JSON: via ReadableSpans */
-  async exportSpans(items: readonly SpanWithResource[]): Promise<ExportOutcome> {
-    if (this.protocol === 'http/json') return this.export(items.map((i) => toReadableSpan(i.span, i.resource)));
-    let body: Uint8Array;
-    try {
-      body = encodeTraceRequest(items);
     } catch (e) {
       return { ok: false, retryable: false, code: 'SERIALIZE_ERROR', error: `serialize: ${(e as Error).message}` };
     }

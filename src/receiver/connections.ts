@@ -124,6 +124,11 @@ interface Conn {
   tailChunks: number;
 }
 
+/** A connection with nothing seen on it yet: opened by an event, or seeded by the pickup (`picked`). */
+function newConn(sock: bigint, info: ConnInfo, role: Role | undefined, lastSeen: bigint, picked: boolean): Conn {
+  return { sock, info, role, protocol: 'unknown', http: undefined, h2: undefined, early: [], seenChunks: 0, lastSeen, reset: false, tls: 'none', dataSeen: false, picked, tailChunks: 0 };
+}
+
 /** What seed() did with one pre-existing socket. */
 export type SeedOutcome = 'seeded' | 'role_set' | 'known' | 'table_full';
 
@@ -263,22 +268,7 @@ export class ConnectionTable {
       return 'role_set';
     }
     if (this.conns.size >= this.opts.maxConnections) return 'table_full';
-    this.conns.set(sock, {
-      sock,
-      info,
-      role,
-      protocol: 'unknown',
-      http: undefined,
-      h2: undefined,
-      early: [],
-      seenChunks: 0,
-      lastSeen: nowMono,
-      reset: false,
-      tls: 'none',
-      dataSeen: false,
-      picked: true,
-      tailChunks: 0,
-    });
+    this.conns.set(sock, newConn(sock, info, role, nowMono, true));
     this.stats.pickedUp++;
     return 'seeded';
   }
@@ -302,22 +292,7 @@ export class ConnectionTable {
         this.stats.evicted++;
       }
     }
-    const c: Conn = {
-      sock: ev.sock,
-      info: ev.conn,
-      role,
-      protocol: 'unknown',
-      http: undefined,
-      h2: undefined,
-      early: [],
-      seenChunks: 0,
-      lastSeen: ev.tsEnd,
-      reset: false,
-      tls: 'none',
-      dataSeen: false,
-      picked: false,
-      tailChunks: 0,
-    };
+    const c = newConn(ev.sock, ev.conn, role, ev.tsEnd, false);
     this.conns.set(ev.sock, c);
     this.stats.opened++;
     this.opts.onNewConnection?.(ev);

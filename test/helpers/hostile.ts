@@ -26,6 +26,12 @@ export function rng(seed: number): () => number {
   };
 }
 
+/** The same xorshift32 sequence as numbers in [0, 1). */
+export function rngUnit(seed: number): () => number {
+  const next = rng(seed);
+  return () => next() / 0x100000000;
+}
+
 export function randomBytes(next: () => number, n: number): Buffer {
   const b = Buffer.alloc(n);
   for (let i = 0; i < n; i++) b[i] = next() & 0xff;

@@ -3,12 +3,17 @@
  * lines) and exported as OTLP (through OtlpMetricExporter to a scripted OTLP/HTTP JSON
  * server: names, kinds, values and the agent's resource read back from the request body).
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { OtlpMetricExporter } from '../../src/otlp/metricexporter.js';
 import { EXPORT_LATENCY_BUCKETS } from '../../src/otlp/pipeline.js';
 import { DROP_REASONS, renderPrometheus, selfMetrics, SelfMetricsLoop, type SelfSnapshot } from '../../src/otlp/selfmetrics.js';
 import { startOtlpServer } from '../helpers/otlpserver.js';
+
+/** one line of Prometheus text, present exactly */
+function hasLine(t: ExecutionContext, lines: string[], line: string): void {
+  t.true(lines.includes(line), `missing: ${line}`);
+}
 
 function snapshot(): SelfSnapshot {
   const counts = new Array<number>(EXPORT_LATENCY_BUCKETS.length + 1).fill(0);
@@ -125,7 +130,7 @@ test('Prometheus text: workload metric stores (held, dropped by reason) and the 
     'sidelight_memory_heap_used_bytes 30000000',
     'sidelight_memory_heap_size_bytes 60000000',
   ])
-    t.true(lines.includes(line), `missing: ${line}`);
+    hasLine(t, lines, line);
   t.false(renderPrometheus(selfMetrics(snapshot())).includes('sidelight_metrics_workloads'), 'absent when metrics are not exported');
 });
 
@@ -148,8 +153,7 @@ test('Prometheus text: the per-event caches, lookups by cache and outcome, entri
     'sidelight_cache_entries{cache="otlp_keys"} 14',
     'sidelight_cache_bypassed_total{cache="otlp_keys"} 2',
     'sidelight_cache_size_bytes{cache="otlp_attributes"} 4096',
-  ]) {
-    t.true(lines.includes(line), `missing: ${line}`);
-  }
+  ])
+    hasLine(t, lines, line);
   t.false(renderPrometheus(selfMetrics(snapshot())).includes('sidelight_cache_'), 'absent from snapshots without caches');
 });

@@ -2,19 +2,7 @@ import test from 'ava';
 import { decodeBatch, decodeCacheStats, decodeConn, DECODE_CACHE_SLOTS, type KernelEvent } from '../../src/receiver/decode.js';
 import { EVENT, EventType, Direction } from '../../src/receiver/layout.js';
 import { batch, encodeEvent, type FakeEvent } from '../helpers/events.js';
-
-/** xorshift32: the same sequence every run */
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x / 0x100000000;
-  };
-}
+import { rngUnit } from '../helpers/hostile.js';
 
 // values that differ from each other in one byte or one field, so a cache keyed too loosely would mix them up
 const COMMS = ['nginx', 'nginy', 'nginx-worker-12', 'nginx-worker-13', 'MainThread', 'libuv-worker', 'curl', 'x'];
@@ -31,7 +19,7 @@ const CONNS: Partial<FakeEvent>[] = [
 ];
 
 test('decoding through the caches gives exactly what fresh decoding gives, across collisions and near-duplicates', (t) => {
-  const r = rng(9);
+  const r = rngUnit(9);
   const pick = <T>(a: readonly T[]): T => a[Math.floor(r() * a.length)]!;
   const fakes: FakeEvent[] = [];
   for (let i = 0; i < 20_000; i++) {

@@ -1,25 +1,13 @@
 import test from 'ava';
 import { Http1Parser, internStats, type Http1Event, type HttpHead } from '../../src/receiver/http1.js';
-
-/** xorshift32: the same sequence every run */
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x / 0x100000000;
-  };
-}
+import { rngUnit } from '../helpers/hostile.js';
 
 function heads(events: Http1Event[]): HttpHead[] {
   return events.filter((e): e is Extract<Http1Event, { type: 'head' }> => e.type === 'head').map((e) => e.head);
 }
 
 test('header names and values from the string table are exactly the bytes sent (names lower-cased), message after message', (t) => {
-  const r = rng(7);
+  const r = rngUnit(7);
   const p = new Http1Parser({ kind: 'request' });
   const names = ['Host', 'HOST', 'host', 'X-A', 'x-a', 'X-B', 'Content-Type', 'content-type', 'X-Long-' + 'n'.repeat(60)];
   const values = ['127.0.0.1:8080', '127.0.0.1:8081', 'a', 'b', '', 'caf\xe9', 'caf\xe8', 'v'.repeat(47), 'v'.repeat(48), 'v'.repeat(49), 'w'.repeat(200)];

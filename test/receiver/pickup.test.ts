@@ -16,9 +16,10 @@ import { decodeBatch } from '../../src/receiver/decode.js';
 import * as L from '../../src/receiver/layout.js';
 import { decodePickup, newPickupStats, seedFromPickup, tcpStateName, type PickupRecord } from '../../src/receiver/pickup.js';
 import type { SidelightSpan } from '../../src/receiver/span.js';
-import { renderPrometheus, selfMetrics, type SelfSnapshot } from '../../src/otlp/selfmetrics.js';
+import { renderPrometheus, selfMetrics } from '../../src/otlp/selfmetrics.js';
 import { batch, encodeEvent, type FakeEvent } from '../helpers/events.js';
 import { kernelUnavailable, need } from '../helpers/kernel.js';
+import { emptySelfSnapshot } from '../helpers/selfsnapshot.js';
 
 const built = existsSync(`${repoRoot()}/native/build/Release/sidelight.node`) ? undefined : 'addon not built (make setup)';
 
@@ -295,19 +296,7 @@ test.serial('runIter(sl_iter_tcp): real loopback sockets come back with the kern
 });
 
 test('self-metrics: sidelight.pickup.* from the pickup counters, every outcome present', (t) => {
-  const snap: SelfSnapshot = {
-    kernel: {},
-    probes: [],
-    eventsReceived: 0,
-    malformedEvents: 0,
-    spansCreated: 0,
-    parserGaveUp: 0,
-    pendingOverflow: 0,
-    connections: 0,
-    traces: null,
-    metrics: null,
-    pickup: { listeners: 3, seen: 9, seededServer: 4, seededClient: 2, skippedKnown: 1, skippedClosing: 1, skippedRoleUnsure: 0, skippedTableFull: 1, failed: 0 },
-  };
+  const snap = emptySelfSnapshot({ pickup: { listeners: 3, seen: 9, seededServer: 4, seededClient: 2, skippedKnown: 1, skippedClosing: 1, skippedRoleUnsure: 0, skippedTableFull: 1, failed: 0 } });
   const text = renderPrometheus(selfMetrics(snap));
   for (const line of [
     'sidelight_pickup_sockets_total{outcome="seeded_server"} 4',

@@ -6,8 +6,9 @@
  */
 import test from 'ava';
 import { isHopSpan, isTraceExport, OTLP_TRACE_EXPORT_METHOD, SdkProcesses } from '../../src/receiver/sdkdetect.js';
-import { selfMetrics, type SelfSnapshot } from '../../src/otlp/selfmetrics.js';
+import { selfMetrics } from '../../src/otlp/selfmetrics.js';
 import type { AttrValue, SidelightSpan, SpanKindName } from '../../src/receiver/span.js';
+import { emptySelfSnapshot } from '../helpers/selfsnapshot.js';
 
 function span(kind: SpanKindName, attributes: Record<string, AttrValue>, tgid = 100, name = 'x'): SidelightSpan {
   return { kind, name, startUnixNs: 1n, endUnixNs: 2n, attributes, status: { code: 'unset' }, process: { tgid, tid: tgid, comm: 'app', cgroupId: 0n } };
@@ -106,19 +107,7 @@ test('bad options are refused with the key named', (t) => {
 });
 
 test('self-metrics: sidelight.spans.deduplicated and sidelight.sdk.processes come from the registry, receiver or not', (t) => {
-  const snap: SelfSnapshot = {
-    kernel: {},
-    probes: [],
-    eventsReceived: 0,
-    malformedEvents: 0,
-    spansCreated: 0,
-    parserGaveUp: 0,
-    pendingOverflow: 0,
-    connections: 0,
-    traces: null,
-    metrics: null,
-    sdk: { deduplicated: 17, processes: 2 },
-  };
+  const snap = emptySelfSnapshot({ sdk: { deduplicated: 17, processes: 2 } });
   const m = selfMetrics(snap);
   t.deepEqual(m.find((x) => x.name === 'sidelight.spans.deduplicated')?.points.map((p) => p.value), [17]);
   t.deepEqual(m.find((x) => x.name === 'sidelight.sdk.processes')?.points.map((p) => p.value), [2]);
