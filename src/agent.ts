@@ -66,7 +66,7 @@ import {
   SL_EXE_LEN,
   TLS_PROGRAM_NAMES,
 } from './receiver/layout.js';
-import { internStats } from './receiver/http1.js';
+import { headCacheStats, internStats } from './receiver/http1.js';
 import { keyCacheStats, kvCacheStats } from './otlp/encode.js';
 import type { SidelightSpan } from './receiver/span.js';
 import { AGENT_NAME, AGENT_VERSION } from './version.js';
@@ -112,9 +112,9 @@ export interface AttachResult {
   error: string;
 }
 
-/** The bounded per-event caches (decode, HTTP/1 intern table, OTLP attribute keys and fields): a copy of their counters. */
+/** The bounded per-event caches (decode, HTTP/1 intern table and parsed heads, OTLP attribute keys and fields): a copy of their counters. */
 function cacheStats(): CacheSelfStats {
-  return { decode: { ...decodeCacheStats }, httpIntern: { ...internStats }, otlpKeys: { ...keyCacheStats }, otlpAttributes: { ...kvCacheStats } };
+  return { decode: { ...decodeCacheStats }, httpIntern: { ...internStats }, httpHeads: { ...headCacheStats }, otlpKeys: { ...keyCacheStats }, otlpAttributes: { ...kvCacheStats } };
 }
 
 /** The agent process's memory, bytes: RSS, the V8 heap (in use, reserved) and its young generation (reserved; capped by bin/sidelight). */

@@ -61,6 +61,8 @@ export interface SelfSnapshot {
 export interface CacheSelfStats {
   decode: { hits: number; misses: number };
   httpIntern: { hits: number; misses: number };
+  /** whole HTTP/1 heads taken from the table of parsed heads, looked up and not found, and kept */
+  httpHeads: { hits: number; misses: number; stores: number };
   /** attribute keys' encodings: held, and keys encoded without the cache once it was full */
   otlpKeys: { size: number; full: number };
   /** whole span attribute fields: written from the cache or encoded, and the bytes held */
@@ -218,13 +220,14 @@ export function selfMetrics(s: SelfSnapshot): SelfMetric[] {
     const lookups: Array<[string, { hits: number; misses: number }]> = [
       ['decode', c.decode],
       ['http_intern', c.httpIntern],
+      ['http_heads', c.httpHeads],
       ['otlp_attributes', c.otlpAttributes],
     ];
     out.push(
       {
         name: 'sidelight.cache.lookups',
         prom: 'sidelight_cache_lookups_total',
-        description: 'Lookups in the bounded per-event caches (decoded strings, HTTP/1 header strings, encoded span attribute fields), by cache and outcome.',
+        description: 'Lookups in the bounded per-event caches (decoded strings, HTTP/1 header strings, parsed HTTP/1 heads, encoded span attribute fields), by cache and outcome.',
         unit: '{lookup}',
         kind: 'counter',
         points: lookups.flatMap(([cache, l]) => [p(l.hits, { cache, outcome: 'hit' }), p(l.misses, { cache, outcome: 'miss' })]),

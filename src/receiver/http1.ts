@@ -12,7 +12,8 @@
  * Owns: the parse state of ONE direction of ONE connection — a partial-line buffer of at most
  * `maxHeadBytes` bytes, at most `maxHeaders` parsed headers of the message in progress, and
  * counters; all parsers share one bounded table of interned short strings (header names and
- * values, methods, reasons; see "interned short strings"). Lifetime: one instance per connection direction, created when the connection is
+ * values, methods, reasons; see "interned short strings") and one bounded table of whole heads
+ * with their parse (the same bytes are not parsed twice; see "parsed heads"). Lifetime: one instance per connection direction, created when the connection is
  * first seen and dropped with it. Single-threaded, no I/O, no timers; never throws (any
  * internal fault is reported as an 'error' event and the parser resynchronises).
  *
@@ -212,6 +213,68 @@ function interned(buf: Uint8Array, start: number, end: number, lower: boolean): 
 
 /** header values that must not be kept in the string table */
 const SECRET_HEADERS = new Set(['authorization', 'proxy-authorization', 'cookie', 'set-cookie']);
+
+// ---- parsed heads, by their bytes ------------------------------------------------------
+// The same head bytes are parsed again and again: both ends of a connection on this node see
+// the same request and the same response, and a client repeats its requests. A head that
+// arrived whole in one chunk and parsed cleanly is kept with its parse (a direct-mapped table:
+// HEAD_SLOTS slots, slot by a hash of the bytes, a colliding head replaces the old one); the
+// next head with exactly these bytes (compared byte for byte) takes that parse instead of
+// being parsed again: the same fields, the same events. Heads that carry a credential header
+// (SECRET_HEADERS) or that hit a limit are never kept. Shared by all parsers with the default
+// limits (module state, main thread); bounded: at most HEAD_SLOTS heads of HEAD_MAX bytes.
+
+const HEAD_SLOTS = 256;
+const HEAD_MAX = 2048;
+
+interface CachedHead {
+  request: boolean;
+  bytes: Uint8Array;
+  method: string | undefined;
+  target: string | undefined;
+  status: number | undefined;
+  reason: string | undefined;
+  version: string;
+  headers: Array<[string, string]>;
+  headerChars: number;
+  contentLength: number;
+  teSeen: boolean;
+  teChunkedLast: boolean;
+  connUpgrade: boolean;
+  upgradeHeader: boolean;
+}
+
+const headTable: Array<CachedHead | undefined> = new Array<CachedHead | undefined>(HEAD_SLOTS).fill(undefined);
+
+/** heads taken from the table (hits), looked up and not found (misses), kept (stores) */
+export const headCacheStats = { hits: 0, misses: 0, stores: 0 };
+
+/**
+ * The end of the head starting at `from` (just past the LF of its empty line), and its hash
+ * in `headHash`; -1 when no head ends within HEAD_MAX bytes of `data`.
+ */
+let headHash = 0;
+function findHeadEnd(data: Uint8Array, from: number, kindSeed: number): number {
+  const limit = Math.min(data.length, from + HEAD_MAX);
+  let h = kindSeed;
+  let p1 = -1;
+  let p2 = -1;
+  for (let i = from; i < limit; i++) {
+    const b = data[i]!;
+    h = Math.imul(h ^ b, 0x01000193);
+    if (b === LF && (p1 === LF || (p1 === CR && p2 === LF))) {
+      headHash = h;
+      return i + 1;
+    }
+    p2 = p1;
+    p1 = b;
+  }
+  return -1;
+}
+
+function headSlot(h: number): number {
+  return (h ^ (h >>> 15)) & (HEAD_SLOTS - 1);
+}
 
 /** Content-Length value: 1*DIGIT, or a list of identical ones ("5, 5"). -1 when invalid. */
 function parseContentLength(value: string): number {
@@ -481,6 +544,13 @@ export class Http1Parser {
   private version = '';
   private headers: Array<[string, string]> = [];
   private headerChars = 0;
+  /** the chunk and offset where the head in progress began (the head table keeps heads that arrived whole) */
+  private headChunk: Chunk | undefined;
+  private headStart = 0;
+  /** the head in progress carried a credential header: never kept in the head table */
+  private sawSecret = false;
+  /** default limits: this parser shares the head table */
+  private readonly sharesHeads: boolean;
 
   // framing facts from the head
   private contentLength = -1;
@@ -510,6 +580,7 @@ export class Http1Parser {
     this.maxHeaders = mh !== undefined && Number.isSafeInteger(mh) && mh >= 0 ? mh : DEFAULT_MAX_HEADERS;
     this.requestMethodFn = typeof opts.requestMethod === 'function' ? opts.requestMethod : undefined;
     this.scanner = new StartLineScanner(this.kind);
+    this.sharesHeads = this.maxHeadBytes === DEFAULT_MAX_HEAD_BYTES && this.maxHeaders === DEFAULT_MAX_HEADERS;
   }
 
   /** true while a message is in progress (head seen, end not yet). */
@@ -611,7 +682,7 @@ export class Http1Parser {
       const state: State = this.state as State; // handlers change it; defeat narrowing
       switch (state) {
         case 'start':
-          pos = this.onStart(chunk, data, pos, total);
+          pos = this.onStart(chunk, data, pos, total, out);
           break;
         case 'head':
           pos = this.onHead(chunk, data, pos, total, out);
@@ -645,7 +716,7 @@ export class Http1Parser {
     }
   }
 
-  private onStart(chunk: Chunk, data: Uint8Array, pos: number, total: number): number {
+  private onStart(chunk: Chunk, data: Uint8Array, pos: number, total: number, out: Http1Event[]): number {
     if (pos >= data.length) {
       // a gap where the next message would start: nothing is known about it
       this.counters.skippedBytes += total - pos;
@@ -659,7 +730,73 @@ export class Http1Parser {
     this.msgTsEnd = chunk.tsEnd;
     this.lastTs = chunk.tsEnd;
     this.state = 'head';
-    return pos;
+    this.headChunk = chunk;
+    this.headStart = pos;
+    return this.sharesHeads ? this.knownHead(chunk, data, pos, out) : pos;
+  }
+
+  /**
+   * A head whose bytes are in the head table: take its parse and end the head (as headEnd
+   * after parsing it would). Returns the offset after it, or `pos` (to parse as usual).
+   */
+  private knownHead(chunk: Chunk, data: Uint8Array, pos: number, out: Http1Event[]): number {
+    const end = findHeadEnd(data, pos, this.kind === 'request' ? 0x51 : 0x52);
+    if (end < 0) return pos;
+    const e = headTable[headSlot(headHash)];
+    const n = end - pos;
+    if (e === undefined || e.request !== (this.kind === 'request') || e.bytes.length !== n) {
+      headCacheStats.misses++;
+      return pos;
+    }
+    const b = e.bytes;
+    for (let i = 0; i < n; i++) {
+      if (b[i] !== data[pos + i]) {
+        headCacheStats.misses++;
+        return pos;
+      }
+    }
+    headCacheStats.hits++;
+    this.method = e.method;
+    this.target = e.target;
+    this.status = e.status;
+    this.reason = e.reason;
+    this.version = e.version;
+    this.headers = e.headers;
+    this.headerChars = e.headerChars;
+    this.contentLength = e.contentLength;
+    this.teSeen = e.teSeen;
+    this.teChunkedLast = e.teChunkedLast;
+    this.connUpgrade = e.connUpgrade;
+    this.upgradeHeader = e.upgradeHeader;
+    this.startLineDone = true;
+    this.headConsumed = n;
+    this.headBytes = n;
+    this.headEnd(out, chunk); // a kept head ended cleanly: no error here either
+    return end;
+  }
+
+  /** the head that just ended at `end` of `data` parsed cleanly: keep it when it came whole */
+  private keepHead(chunk: Chunk, data: Uint8Array, end: number): void {
+    const from = this.headStart;
+    if (!this.sharesHeads || this.headChunk !== chunk || this.sawSecret || this.headersDropped || !this.storing || this.framingLost || end - from > HEAD_MAX) return;
+    if (findHeadEnd(data, from, this.kind === 'request' ? 0x51 : 0x52) !== end) return;
+    headTable[headSlot(headHash)] = {
+      request: this.kind === 'request',
+      bytes: data.slice(from, end),
+      method: this.method,
+      target: this.target,
+      status: this.status,
+      reason: this.reason,
+      version: this.version,
+      headers: this.headers,
+      headerChars: this.headerChars,
+      contentLength: this.contentLength,
+      teSeen: this.teSeen,
+      teChunkedLast: this.teChunkedLast,
+      connUpgrade: this.connUpgrade,
+      upgradeHeader: this.upgradeHeader,
+    };
+    headCacheStats.stores++;
   }
 
   private onHead(chunk: Chunk, data: Uint8Array, pos: number, total: number, out: Http1Event[]): number {
@@ -730,7 +867,13 @@ export class Http1Parser {
         if (this.storing && this.headBytes > this.maxHeadBytes) this.hitLimit(out);
         let len = n;
         if (len > 0 && data[from + len - 1] === CR) len--;
-        const err = len === 0 ? this.headEnd(out, chunk) : this.headerLine(data, from, len);
+        if (len === 0) {
+          const err = this.headEnd(out, chunk);
+          if (err !== undefined) return this.fail(out, err, pos, total);
+          this.keepHead(chunk, data, pos);
+          return pos;
+        }
+        const err = this.headerLine(data, from, len);
         if (err !== undefined) return this.fail(out, err, pos, total);
         if (this.state !== 'head') return pos;
         continue;
@@ -1055,7 +1198,9 @@ export class Http1Parser {
     while (vs < ve && (buf[vs] === SP || buf[vs] === HTAB)) vs++;
     while (ve > vs && (buf[ve - 1] === SP || buf[ve - 1] === HTAB)) ve--;
     const name = interned(buf, off, colon, true);
-    const value = SECRET_HEADERS.has(name) ? latin1(buf, vs, ve) : interned(buf, vs, ve, false);
+    const secret = SECRET_HEADERS.has(name);
+    if (secret) this.sawSecret = true;
+    const value = secret ? latin1(buf, vs, ve) : interned(buf, vs, ve, false);
     const err = this.noteFraming(name, value);
     if (err !== undefined) return err;
     if (this.storing && this.headers.length < this.maxHeaders) {
@@ -1245,6 +1390,8 @@ export class Http1Parser {
     this.version = '';
     this.headers = [];
     this.headerChars = 0;
+    this.headChunk = undefined;
+    this.sawSecret = false;
     this.contentLength = -1;
     this.teSeen = false;
     this.teChunkedLast = false;

@@ -209,7 +209,7 @@ test.serial('keep-alive connections open before the agent: pickup seeds roles; l
   t.is(health!.connections['notHttp'], 0);
   // the per-event caches report their use
   const c = health!.caches;
-  t.true(c['decode']!.hits! + c['decode']!.misses! > 0 && c['httpIntern']!.hits! + c['httpIntern']!.misses! > 0 && c['otlpKeys']!.size! > 0, JSON.stringify(c));
+  t.true(c['decode']!.hits! + c['decode']!.misses! > 0 && c['httpIntern']!.hits! + c['httpIntern']!.misses! > 0 && c['httpHeads']!.hits! + c['httpHeads']!.misses! > 0 && c['otlpKeys']!.size! > 0, JSON.stringify(c));
   const m = parsePrometheus(prom);
   const metric = (name: string, labels: Record<string, string> = {}): number | undefined =>
     m.find((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))?.value;

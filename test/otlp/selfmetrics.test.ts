@@ -138,7 +138,7 @@ test('Prometheus text: the per-event caches, lookups by cache and outcome, entri
   const text = renderPrometheus(
     selfMetrics({
       ...snapshot(),
-      caches: { decode: { hits: 90, misses: 10 }, httpIntern: { hits: 7, misses: 3 }, otlpKeys: { size: 14, full: 2 }, otlpAttributes: { hits: 500, misses: 40, bytes: 4096 } },
+      caches: { decode: { hits: 90, misses: 10 }, httpIntern: { hits: 7, misses: 3 }, httpHeads: { hits: 11, misses: 4, stores: 2 }, otlpKeys: { size: 14, full: 2 }, otlpAttributes: { hits: 500, misses: 40, bytes: 4096 } },
     }),
   );
   const lines = text.split('\n');
@@ -148,6 +148,8 @@ test('Prometheus text: the per-event caches, lookups by cache and outcome, entri
     'sidelight_cache_lookups_total{cache="decode",outcome="miss"} 10',
     'sidelight_cache_lookups_total{cache="http_intern",outcome="hit"} 7',
     'sidelight_cache_lookups_total{cache="http_intern",outcome="miss"} 3',
+    'sidelight_cache_lookups_total{cache="http_heads",outcome="hit"} 11',
+    'sidelight_cache_lookups_total{cache="http_heads",outcome="miss"} 4',
     'sidelight_cache_lookups_total{cache="otlp_attributes",outcome="hit"} 500',
     'sidelight_cache_lookups_total{cache="otlp_attributes",outcome="miss"} 40',
     'sidelight_cache_entries{cache="otlp_keys"} 14',
