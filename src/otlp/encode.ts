@@ -7,7 +7,7 @@
  *
  * Why: on the export path the ReadableSpan objects, hex-id conversions and the transformer's
  * two passes (size estimate, then write) were a third of the agent's per-span CPU. Here one
- * pass writes into a scratch buffer (lengths reserved and patched, content moved only when a
+ * pass writes into a buffer (lengths reserved and patched, content moved only when a
  * length needs more bytes than reserved), ids go from hex to bytes in place, and each
  * Resource is encoded once and reused (WeakMap keyed by the Resource object; ProcessCache
  * reuses one per process, so the cache holds what the process cache holds).
@@ -15,8 +15,8 @@
  * The pipeline encodes each span as it is queued (encodeSpan, into shared 64 KiB slabs) and
  * assembles a request from those bytes when a batch is sent (assembleTraceRequest).
  *
- * Owns a scratch buffer (grows to the largest span encoded, then stays; each span is copied
- * out into a slab) and the current slab. Synchronous, main thread only.
+ * Owns the current slab (spans are written into it directly) and the writers of requests.
+ * Synchronous, main thread only.
  */
 import { TraceState } from '@opentelemetry/core';
 import type { Resource } from '@opentelemetry/resources';
@@ -45,6 +45,13 @@ class Writer {
   constructor(size: number) {
     this.buf = Buffer.allocUnsafe(size);
     this.dv = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.length);
+  }
+
+  /** start over in a fresh buffer of `size` bytes (the old one stays with whoever points into it) */
+  reset(size: number): void {
+    this.buf = Buffer.allocUnsafeSlow(size);
+    this.dv = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.length);
+    this.pos = 0;
   }
 
   ensure(n: number): void {
@@ -475,8 +482,6 @@ const scopeBytes: Buffer = (() => {
   return Buffer.from(w.buf.subarray(0, w.pos));
 })();
 
-let scratch = new Writer(64 * 1024);
-
 /**
  * One span already encoded as the `spans = 2` field of a ScopeSpans (tag, length, Span), with
  * the Resource it belongs to. The pipeline encodes each span when it is queued, so the queue
@@ -491,42 +496,32 @@ export interface EncodedSpan {
   len: number;
 }
 
-/** Slabs the encoded spans are copied into; a span larger than a slab gets one of its own. */
+/**
+ * Spans are encoded straight into slabs (no scratch copy): a new slab when less than SLAB_MIN_FREE
+ * bytes are left. A span larger than what is left grows the writer (the writer copies the slab
+ * into a larger buffer, which becomes the slab: the spans already in the old one keep it);
+ * after a slab grew past SLAB, the next span starts a new one.
+ */
 const SLAB = 64 * 1024;
-let slab = Buffer.allocUnsafeSlow(SLAB);
-let slabPos = 0;
+const SLAB_MIN_FREE = 4 * 1024;
+const slabWriter = new Writer(SLAB);
 
 /** `span` as a `spans = 2` field (ids filled in place where missing, as toReadableSpan does). */
 export function encodeSpan(span: SidelightSpan, resource: Resource): EncodedSpan {
-  const w = scratch;
-  w.pos = 0;
+  let w = slabWriter;
+  if (w.buf.length - w.pos < SLAB_MIN_FREE || w.buf.length > SLAB) w.reset(SLAB);
+  const off = w.pos;
   try {
     w.byte(0x12); // spans = 2
     const sp = w.start(2);
     writeSpan(w, span);
     w.finish(sp, 2);
   } catch (e) {
-    scratch = new Writer(64 * 1024); // never reuse a half-written state
+    w.pos = off; // what was written of this span is never referenced
     throw e;
   }
-  const len = w.pos;
-  let chunk: Buffer;
-  if (len > SLAB / 4) {
-    chunk = Buffer.allocUnsafeSlow(len);
-    w.buf.copy(chunk, 0, 0, len);
-    return { resource, chunk, off: 0, len };
-  }
-  if (slabPos + len > SLAB) {
-    slab = Buffer.allocUnsafeSlow(SLAB);
-    slabPos = 0;
-  }
-  chunk = slab;
-  const off = slabPos;
-  w.buf.copy(chunk, off, 0, len);
-  slabPos += len;
-  return { resource, chunk, off, len };
+  return { resource, chunk: w.buf, off, len: w.pos - off };
 }
-
 /**
  * One ExportTraceServiceRequest from encoded spans: grouped per Resource object in first-seen
  * order (the transformer's Map grouping), one scope. Returns a fresh buffer the caller owns.
@@ -555,7 +550,8 @@ export function assembleTraceRequest(items: readonly EncodedSpan[]): Uint8Array 
     w.pos += scopeBytes.length;
     for (const s of spans) {
       w.ensure(s.len);
-      s.chunk.copy(w.buf, w.pos, s.off, s.off + s.len);
+      // TypedArray set of a view: a memcpy without Buffer.copy's argument handling
+      w.buf.set(s.chunk.subarray(s.off, s.off + s.len), w.pos);
       w.pos += s.len;
     }
     w.finish(ss, 3);

@@ -2,7 +2,7 @@ import test from 'ava';
 import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
 import { resourceFromAttributes, type Resource } from '@opentelemetry/resources';
 import { toReadableSpan } from '../../src/otlp/convert.js';
-import { encodeTraceRequest, kvCacheStats, type SpanWithResource } from '../../src/otlp/encode.js';
+import { assembleTraceRequest, encodeSpan, encodeTraceRequest, kvCacheStats, type SpanWithResource } from '../../src/otlp/encode.js';
 import type { AttrValue, SidelightSpan } from '../../src/receiver/span.js';
 
 /** The reference: what the OpenTelemetry transformer makes of the same spans. */
@@ -108,4 +108,16 @@ test('cached attribute fields: repeated values written from the cache, a key wit
   t.true(kvCacheStats.hits - hits >= 2 * 200 * 3 - 3 * 8, `hits ${kvCacheStats.hits - hits}`);
   t.is(kvCacheStats.varyingKeys - varying, 1, 'test.vary only');
   t.true(kvCacheStats.bytes > 0 && kvCacheStats.bytes <= 1 << 20);
+});
+
+test('byte for byte: spans encoded one by one into shared slabs, sizes from a few bytes to past a slab (growth and new slabs), assembled later', (t) => {
+  const r1 = resourceFromAttributes({ 'service.name': 'slab' });
+  const items: SpanWithResource[] = [];
+  const sizes = [10, 3000, 5000, 70_000, 20, 4000, 150_000, 1, 60_000, 3900, 4100, 9];
+  for (let round = 0; round < 3; round++) {
+    for (const [i, n] of sizes.entries()) items.push({ span: span(round * 100 + i, { attributes: { 'url.full': `http://h/${'s'.repeat(n)}` } }), resource: r1 });
+  }
+  // each span as the pipeline queues it (encoded now, assembled when the batch goes)
+  const encoded = items.map((i) => encodeSpan(i.span, i.resource));
+  t.deepEqual(Buffer.from(assembleTraceRequest(encoded)), reference(items));
 });
