@@ -218,8 +218,9 @@ const SECRET_HEADERS = new Set(['authorization', 'proxy-authorization', 'cookie'
 // The same head bytes are parsed again and again: both ends of a connection on this node see
 // the same request and the same response, and a client repeats its requests. A head that
 // arrived whole in one chunk and parsed cleanly is kept with its parse (a direct-mapped table:
-// HEAD_SLOTS slots, slot by a hash of the bytes, a colliding head replaces the old one); the
-// next head with exactly these bytes (compared byte for byte) takes that parse instead of
+// HEAD_SLOTS slots, slot by the chunk's length and first bytes, a colliding head replaces the
+// old one); the next head with exactly these bytes (compared byte for byte) at the start of a
+// chunk of the same length takes that parse instead of
 // being parsed again: the same fields, the same events. Heads that carry a credential header
 // (SECRET_HEADERS) or that hit a limit are never kept. Shared by all parsers with the default
 // limits (module state, main thread); bounded: at most HEAD_SLOTS heads of HEAD_MAX bytes.
@@ -229,6 +230,8 @@ const HEAD_MAX = 2048;
 
 interface CachedHead {
   request: boolean;
+  /** bytes of the chunk from the head's start (the head and what followed it in the chunk) */
+  rest: number;
   bytes: Uint8Array;
   method: string | undefined;
   target: string | undefined;
@@ -250,29 +253,14 @@ const headTable: Array<CachedHead | undefined> = new Array<CachedHead | undefine
 export const headCacheStats = { hits: 0, misses: 0, stores: 0 };
 
 /**
- * The end of the head starting at `from` (just past the LF of its empty line), and its hash
- * in `headHash`; -1 when no head ends within HEAD_MAX bytes of `data`.
+ * Slot of a head starting at `from` of a chunk of `cap` bytes: a hash of the chunk's length from
+ * there and its first bytes (a head's end is only known by reading all of it; the full compare
+ * decides). Both ends of a connection usually get the same bytes in the same chunks.
  */
-let headHash = 0;
-function findHeadEnd(data: Uint8Array, from: number, kindSeed: number): number {
-  const limit = Math.min(data.length, from + HEAD_MAX);
-  let h = kindSeed;
-  let p1 = -1;
-  let p2 = -1;
-  for (let i = from; i < limit; i++) {
-    const b = data[i]!;
-    h = Math.imul(h ^ b, 0x01000193);
-    if (b === LF && (p1 === LF || (p1 === CR && p2 === LF))) {
-      headHash = h;
-      return i + 1;
-    }
-    p2 = p1;
-    p1 = b;
-  }
-  return -1;
-}
-
-function headSlot(h: number): number {
+function headSlot(data: Uint8Array, from: number, cap: number, seed: number): number {
+  const end = Math.min(cap, from + 24);
+  let h = Math.imul(seed ^ (cap - from), 0x01000193);
+  for (let i = from; i < end; i++) h = Math.imul(h ^ data[i]!, 0x01000193);
   return (h ^ (h >>> 15)) & (HEAD_SLOTS - 1);
 }
 
@@ -740,15 +728,15 @@ export class Http1Parser {
    * after parsing it would). Returns the offset after it, or `pos` (to parse as usual).
    */
   private knownHead(chunk: Chunk, data: Uint8Array, pos: number, out: Http1Event[]): number {
-    const end = findHeadEnd(data, pos, this.kind === 'request' ? 0x51 : 0x52);
-    if (end < 0) return pos;
-    const e = headTable[headSlot(headHash)];
-    const n = end - pos;
-    if (e === undefined || e.request !== (this.kind === 'request') || e.bytes.length !== n) {
+    const request = this.kind === 'request';
+    const cap = data.length;
+    const e = headTable[headSlot(data, pos, cap, request ? 0x51 : 0x52)];
+    if (e === undefined || e.request !== request || e.rest !== cap - pos) {
       headCacheStats.misses++;
       return pos;
     }
     const b = e.bytes;
+    const n = b.length;
     for (let i = 0; i < n; i++) {
       if (b[i] !== data[pos + i]) {
         headCacheStats.misses++;
@@ -772,16 +760,17 @@ export class Http1Parser {
     this.headConsumed = n;
     this.headBytes = n;
     this.headEnd(out, chunk); // a kept head ended cleanly: no error here either
-    return end;
+    return pos + n;
   }
 
   /** the head that just ended at `end` of `data` parsed cleanly: keep it when it came whole */
   private keepHead(chunk: Chunk, data: Uint8Array, end: number): void {
     const from = this.headStart;
     if (!this.sharesHeads || this.headChunk !== chunk || this.sawSecret || this.headersDropped || !this.storing || this.framingLost || end - from > HEAD_MAX) return;
-    if (findHeadEnd(data, from, this.kind === 'request' ? 0x51 : 0x52) !== end) return;
-    headTable[headSlot(headHash)] = {
-      request: this.kind === 'request',
+    const request = this.kind === 'request';
+    headTable[headSlot(data, from, data.length, request ? 0x51 : 0x52)] = {
+      request,
+      rest: data.length - from,
       bytes: data.slice(from, end),
       method: this.method,
       target: this.target,
