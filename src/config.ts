@@ -142,6 +142,8 @@ export interface LimitsOptions {
 export interface BatchOptions {
   /** Spans per export request; 1..65536 and at most queueSpans. */
   maxSpans: number;
+  /** Bytes of encoded spans per export request (at least one span); 1024..67108864. */
+  maxBytes: number;
   /** Longest wait before a partial batch is exported, ms; 1..60000. */
   delayMs: number;
   /** Export requests sent at once; 1..64. */

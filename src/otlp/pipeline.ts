@@ -1,7 +1,8 @@
 /**
  * pipeline.ts — the bounded queue between the receiver and an OTLP sink: spans are
  * queued (at most `queueSpans` spans and `queueBytes` estimated bytes; beyond either, new
- * spans are dropped and counted by which bound), sent in batches of `maxSpans` at least every
+ * spans are dropped and counted by which bound), sent in batches of `maxSpans` spans or
+ * `maxBytes` bytes (whichever comes first; at least one span) at least every
  * `delayMs`, up to `maxInFlight` exports at once (each sender takes the next batch from the
  * queue; against a backend with latency, one at a time caps the rate at batch / round trip).
  * A batch whose export fails retryably (OTLP
@@ -27,6 +28,8 @@ import type { SpanSink } from './sinks.js';
 
 export interface PipelineOptions {
   maxSpans: number;
+  /** bytes of queued spans (encoded, or estimated) per batch; a batch takes at least one span (default: no bound) */
+  maxBytes?: number;
   delayMs: number;
   queueSpans: number;
   /** exports sent at once, each with its own batch and retries (default 1) */
@@ -173,8 +176,26 @@ export class ExportPipeline {
     }
     this.queuedBytes += item.bytes;
     this.queue.push(item);
-    if (this.queue.length >= this.opts.maxSpans) this.kick();
+    if (this.batchReady()) this.kick();
     else this.schedule();
+  }
+
+  /** a full batch waits (maxSpans spans, or maxBytes bytes) */
+  private batchReady(): boolean {
+    return this.queue.length >= this.opts.maxSpans || (this.opts.maxBytes !== undefined && this.queuedBytes >= this.opts.maxBytes);
+  }
+
+  /** how many of the oldest queued spans make the next batch: up to maxSpans and maxBytes, at least one */
+  private batchLength(): number {
+    const n = Math.min(this.queue.length, this.opts.maxSpans);
+    const max = this.opts.maxBytes;
+    if (max === undefined || this.queuedBytes <= max) return n;
+    let bytes = 0;
+    for (let i = 0; i < n; i++) {
+      bytes += this.queue[i]!.bytes;
+      if (bytes > max) return Math.max(1, i);
+    }
+    return n;
   }
 
   /** Arm the batch timer if spans are waiting and it is not armed. */
@@ -194,10 +215,10 @@ export class ExportPipeline {
   private kick(): void {
     const max = this.opts.maxInFlight ?? 1;
     while (this.inFlight.size < max && this.queue.length > 0) {
-      if (this.inFlight.size > 0 && this.queue.length < this.opts.maxSpans) break;
+      if (this.inFlight.size > 0 && !this.batchReady()) break;
       const p: Promise<void> = this.drain().finally(() => {
         this.inFlight.delete(p);
-        if (this.queue.length >= this.opts.maxSpans) this.kick();
+        if (this.batchReady()) this.kick();
         else this.schedule();
       });
       this.inFlight.add(p);
@@ -206,7 +227,7 @@ export class ExportPipeline {
 
   private async drain(): Promise<void> {
     while (this.queue.length > 0) {
-      const batch = this.queue.splice(0, this.opts.maxSpans);
+      const batch = this.queue.splice(0, this.batchLength());
       for (const i of batch) this.queuedBytes -= i.bytes;
       this.stats.batches++;
       // encoded spans go to exportEncoded; a sink that encodes SidelightSpans itself gets them as
@@ -251,7 +272,7 @@ export class ExportPipeline {
         });
         delay = Math.min(delay * 2, maxDelay);
       }
-      if (this.queue.length < this.opts.maxSpans && !this.closed) return;
+      if (!this.batchReady() && !this.closed) return;
     }
   }
 

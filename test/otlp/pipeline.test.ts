@@ -223,3 +223,38 @@ test('maxInFlight 1 (the default): one export at a time', async (t) => {
   t.is(peak, 1);
   t.is(p.stats.exported, 50);
 });
+
+test('maxBytes: a batch takes spans up to maxBytes of their encoding (at least one), in order, each once; a full byte budget sends at once', async (t) => {
+  const batches: Array<Array<{ len: number }>> = [];
+  const sink: SpanSink = {
+    name: 'encoded',
+    preEncoded: true,
+    async export() {
+      return { ok: true };
+    },
+    async exportEncoded(items) {
+      batches.push(items.map((i) => ({ len: i.len })));
+      return { ok: true };
+    },
+    async shutdown() {},
+  };
+  // spans of very different sizes; one alone is larger than maxBytes
+  const sizes = Array.from({ length: 60 }, (_, i) => (i === 17 ? 5000 : 20 + ((i * 37) % 400)));
+  const p = new ExportPipeline({ maxSpans: 1000, maxBytes: 2048, delayMs: 10_000, queueSpans: 1000 }, sink);
+  for (const [i, n] of sizes.entries()) {
+    const s = span(i);
+    s.attributes = { i, pad: 'p'.repeat(n) };
+    p.push(s, resource);
+  }
+  // maxSpans is far off and the timer 10 s away: only the byte budget sends
+  await new Promise((r) => setTimeout(r, 100));
+  t.true(batches.length >= 5, `${batches.length} batches before the timer`);
+  for (const b of batches) {
+    const bytes = b.reduce((a, x) => a + x.len, 0);
+    t.true(b.length === 1 || bytes <= 2048, `a batch of ${b.length} spans, ${bytes} bytes`);
+  }
+  t.true(batches.some((b) => b.length === 1 && b[0]!.len > 5000), 'the span larger than maxBytes went alone');
+  await p.shutdown(1000);
+  t.is(batches.flat().length, 60);
+  t.is(p.stats.exported, 60);
+});
