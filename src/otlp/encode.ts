@@ -15,8 +15,11 @@
  * The pipeline encodes each span as it is queued (encodeSpan, into shared 64 KiB slabs) and
  * assembles a request from those bytes when a batch is sent (assembleTraceRequest).
  *
- * Owns the current slab (spans are written into it directly) and the writers of requests.
- * Synchronous, main thread only.
+ * Spans of one connection end carry one memo object (SidelightSpan.encodeMemo, see AttrMemo):
+ * the attributes they repeat from the last span are copied as bytes, not encoded again.
+ *
+ * Owns the current slab (spans are written into it directly), the bounded caches of encoded
+ * keys and fields, and the contents of the memos it is handed. Synchronous, main thread only.
  */
 import { TraceState } from '@opentelemetry/core';
 import type { Resource } from '@opentelemetry/resources';
@@ -335,44 +338,144 @@ const kvCache = new Map<string, KeyValues>();
 /** fields written from the cache (hits) or encoded (misses), keys held, keys found varying, bytes held (of KV_CACHE_BYTES) */
 export const kvCacheStats = { hits: 0, misses: 0, keys: 0, varyingKeys: 0, bytes: 0 };
 
-function writeSpanAttributes(w: Writer, attrs: Record<string, unknown>): void {
+/**
+ * The attributes of the last span encoded from one source (a connection end): keys, values and
+ * where each one's bytes end in `bytes`. Spans of one connection repeat most attributes in the
+ * same order (the same method, status, endpoints, route, ...), so the next span's leading run
+ * of equal keys and values (===) is copied from `bytes` at once, and only the rest is encoded
+ * (and remembered). Exact: a span's attribute bytes are its fields' encodings in order, each a
+ * function of its key and value alone. Bounded: MEMO_MAX_KEYS keys, MEMO_MAX_BYTES bytes.
+ */
+interface AttrMemo {
+  n: number;
+  keys: string[];
+  values: unknown[];
+  ends: number[];
+  bytes: Uint8Array;
+}
+const MEMO_MAX_KEYS = 64;
+const MEMO_MAX_BYTES = 4096;
+/** attribute fields copied from a source's memo instead of being looked up or encoded */
+export const memoStats = { fields: 0, spans: 0, whole: 0 };
+
+function asMemo(o: object): AttrMemo {
+  const m = o as Partial<AttrMemo>;
+  if (m.keys === undefined) {
+    m.n = 0;
+    m.keys = [];
+    m.values = [];
+    m.ends = [];
+    m.bytes = new Uint8Array(256);
+  }
+  return m as AttrMemo;
+}
+
+function writeSpanAttributesMemo(w: Writer, attrs: Record<string, unknown>, m: AttrMemo): void {
+  memoStats.spans++;
+  let i = 0;
+  let matching = true;
+  let ok = true; // false once the memo cannot hold this span's attributes
   for (const k in attrs) {
     if (!Object.prototype.hasOwnProperty.call(attrs, k)) continue;
     const v = attrs[k];
-    const t = typeof v;
-    let kv = kvCache.get(k);
-    if (kv === undefined && kvCache.size < KEY_CACHE_MAX) {
-      kv = { values: new Map(), varying: false };
-      kvCache.set(k, kv);
-      kvCacheStats.keys = kvCache.size;
-    }
-    if (kv === undefined || kv.varying || (t !== 'string' && t !== 'number' && t !== 'boolean')) {
-      kvCacheStats.misses++;
-      writeAttribute(w, 0x4a, k, v); // attributes = 9
-      continue;
-    }
-    const pv = v as string | number | boolean;
-    let b = kv.values.get(pv);
-    if (b === undefined) {
-      kvCacheStats.misses++;
-      const from = w.pos;
-      writeAttribute(w, 0x4a, k, v); // attributes = 9
-      if (kv.values.size >= KV_VALUES_PER_KEY) {
-        kv.varying = true;
-        for (const b of kv.values.values()) kvCacheBytes -= b.length;
-        kvCacheStats.bytes = kvCacheBytes;
-        kv.values.clear();
-        kvCacheStats.varyingKeys++;
-      } else if (kvCacheBytes + (w.pos - from) <= KV_CACHE_BYTES) {
-        kv.values.set(pv, Uint8Array.prototype.slice.call(w.buf, from, w.pos));
-        kvCacheBytes += w.pos - from;
-        kvCacheStats.bytes = kvCacheBytes;
+    if (matching) {
+      // primitives only: an array could be the same object with other contents
+      if (i < m.n && m.keys[i] === k && m.values[i] === v && typeof v !== 'object') {
+        i++;
+        continue;
       }
-      continue;
+      matching = false;
+      // the leading run that repeats: its bytes at once
+      const len = i > 0 ? m.ends[i - 1]! : 0;
+      if (len > 0) {
+        w.ensure(len);
+        w.buf.set(m.bytes.subarray(0, len), w.pos);
+        w.pos += len;
+        memoStats.fields += i;
+      }
     }
-    kvCacheStats.hits++;
-    w.raw(b);
+    const from = w.pos;
+    writeSpanAttribute(w, k, v);
+    if (ok) {
+      if (i >= MEMO_MAX_KEYS) ok = false;
+      else {
+        const at = i > 0 ? m.ends[i - 1]! : 0;
+        const end = at + (w.pos - from);
+        if (end > MEMO_MAX_BYTES) ok = false;
+        else {
+          if (end > m.bytes.length) {
+            const next = new Uint8Array(Math.min(MEMO_MAX_BYTES, Math.max(end, m.bytes.length * 2)));
+            next.set(m.bytes.subarray(0, at));
+            m.bytes = next;
+          }
+          m.bytes.set(w.buf.subarray(from, w.pos), at);
+          m.keys[i] = k;
+          m.values[i] = v;
+          m.ends[i] = end;
+          i++;
+        }
+      }
+    }
   }
+  if (matching) {
+    // every key repeated: the whole run (or a prefix of it, when this span has fewer keys)
+    const len = i > 0 ? m.ends[i - 1]! : 0;
+    w.ensure(len);
+    w.buf.set(m.bytes.subarray(0, len), w.pos);
+    w.pos += len;
+    memoStats.fields += i;
+    if (i === m.n) memoStats.whole++;
+  }
+  m.n = ok ? i : 0;
+  if (!ok) {
+    m.keys.length = 0;
+    m.values.length = 0;
+    m.ends.length = 0;
+  }
+}
+
+function writeSpanAttributes(w: Writer, attrs: Record<string, unknown>): void {
+  for (const k in attrs) {
+    if (!Object.prototype.hasOwnProperty.call(attrs, k)) continue;
+    writeSpanAttribute(w, k, attrs[k]);
+  }
+}
+
+/** one span attribute field, from the cache of encoded fields where it holds it */
+function writeSpanAttribute(w: Writer, k: string, v: unknown): void {
+  const t = typeof v;
+  let kv = kvCache.get(k);
+  if (kv === undefined && kvCache.size < KEY_CACHE_MAX) {
+    kv = { values: new Map(), varying: false };
+    kvCache.set(k, kv);
+    kvCacheStats.keys = kvCache.size;
+  }
+  if (kv === undefined || kv.varying || (t !== 'string' && t !== 'number' && t !== 'boolean')) {
+    kvCacheStats.misses++;
+    writeAttribute(w, 0x4a, k, v); // attributes = 9
+    return;
+  }
+  const pv = v as string | number | boolean;
+  let b = kv.values.get(pv);
+  if (b === undefined) {
+    kvCacheStats.misses++;
+    const from = w.pos;
+    writeAttribute(w, 0x4a, k, v); // attributes = 9
+    if (kv.values.size >= KV_VALUES_PER_KEY) {
+      kv.varying = true;
+      for (const b of kv.values.values()) kvCacheBytes -= b.length;
+      kvCacheStats.bytes = kvCacheBytes;
+      kv.values.clear();
+      kvCacheStats.varyingKeys++;
+    } else if (kvCacheBytes + (w.pos - from) <= KV_CACHE_BYTES) {
+      kv.values.set(pv, Uint8Array.prototype.slice.call(w.buf, from, w.pos));
+      kvCacheBytes += w.pos - from;
+      kvCacheStats.bytes = kvCacheBytes;
+    }
+    return;
+  }
+  kvCacheStats.hits++;
+  w.raw(b);
 }
 
 /** fixed64 of a Unix-ns time, as writeHrTimeAsFixed64 writes toReadableSpan's HrTime of it */
@@ -423,7 +526,8 @@ function writeSpan(w: Writer, s: SidelightSpan): void {
   writeTime(w, s.startUnixNs);
   w.byte(0x41); // end_time_unix_nano = 8
   writeTime(w, s.endUnixNs >= s.startUnixNs ? s.endUnixNs : s.startUnixNs);
-  writeSpanAttributes(w, s.attributes); // attributes = 9
+  if (s.encodeMemo !== undefined) writeSpanAttributesMemo(w, s.attributes, asMemo(s.encodeMemo)); // attributes = 9
+  else writeSpanAttributes(w, s.attributes);
   w.byte(0x50); // dropped_attributes_count = 10
   w.byte(0);
   w.byte(0x60); // dropped_events_count = 12

@@ -138,6 +138,8 @@ export class HttpConnection {
   /** the last Host value parsed on this connection and its result (buildSpan) */
   private lastHostValue: string | undefined;
   private lastHost: { host: string; port?: number } | undefined;
+  /** the encoder's scratch for this connection end's spans (SidelightSpan.encodeMemo) */
+  private readonly encodeMemo: object = {};
 
   constructor(
     role: Role,
@@ -400,6 +402,7 @@ export class HttpConnection {
       attributes: attrs,
       status: isError ? STATUS_ERROR : STATUS_UNSET,
       process: p.process,
+      encodeMemo: this.encodeMemo,
     };
   }
 }

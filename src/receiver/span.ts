@@ -35,4 +35,9 @@ export interface SidelightSpan {
   traceState?: string;
   /** HTTP body octets (request / response), when the message was seen to its end: feeds the body-size metrics */
   bodySize?: { request?: number; response?: number };
+  /**
+   * Scratch the OTLP encoder keeps per source of spans (one connection end): spans of one
+   * source mostly repeat their attributes. Opaque here; one object per source, never shared.
+   */
+  encodeMemo?: object;
 }

@@ -2,8 +2,9 @@ import test from 'ava';
 import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
 import { resourceFromAttributes, type Resource } from '@opentelemetry/resources';
 import { toReadableSpan } from '../../src/otlp/convert.js';
-import { assembleTraceRequest, encodeSpan, encodeTraceRequest, kvCacheStats, type SpanWithResource } from '../../src/otlp/encode.js';
+import { assembleTraceRequest, encodeSpan, encodeTraceRequest, kvCacheStats, memoStats, type SpanWithResource } from '../../src/otlp/encode.js';
 import type { AttrValue, SidelightSpan } from '../../src/receiver/span.js';
+import { rngUnit } from '../helpers/hostile.js';
 
 /** The reference: what the OpenTelemetry transformer makes of the same spans. */
 function reference(items: SpanWithResource[]): Buffer {
@@ -119,5 +120,46 @@ test('byte for byte: spans encoded one by one into shared slabs, sizes from a fe
   }
   // each span as the pipeline queues it (encoded now, assembled when the batch goes)
   const encoded = items.map((i) => encodeSpan(i.span, i.resource));
+  t.deepEqual(Buffer.from(assembleTraceRequest(encoded)), reference(items));
+});
+
+test('byte for byte: spans of one source share an attribute memo; repeats, changes at any position, more and fewer keys, arrays, big values, many keys', (t) => {
+  const r = rngUnit(5);
+  const memos = [{}, {}, {}];
+  const shared = ['a', 'b'];
+  const keys = ['http.request.method', 'http.response.status_code', 'network.peer.address', 'network.peer.port', 'url.path', 'user_agent.original', 'x.bool', 'x.arr', 'x.big', 'x.float'];
+  const values: AttrValue[][] = [['GET', 'POST'], [200, 404, 500], ['127.0.0.1', '::1'], [40000, 40001, 0], ['/', '/a', '/p/1', `/${'l'.repeat(3000)}`], ['curl/8', 'wrk'], [true, false], [shared, ['x']], ['s', 'B'.repeat(5000)], [1.5, -0, Number.NaN]];
+  const before = memoStats.fields;
+  const copy = (e: { chunk: Buffer; off: number; len: number }): Buffer => Buffer.from(e.chunk.subarray(e.off, e.off + e.len));
+  for (let i = 0; i < 600; i++) {
+    const attributes: Record<string, AttrValue> = {};
+    const n = r() < 0.9 ? 6 : Math.floor(r() * keys.length) + 1;
+    for (let k = 0; k < n; k++) {
+      const vs = values[k]!;
+      // mostly the first value (repeats), sometimes another
+      attributes[keys[k]!] = r() < 0.8 ? vs[0]! : vs[Math.floor(r() * vs.length)]!;
+    }
+    if (i % 50 === 7) for (let k = 0; k < 80; k++) attributes[`many.${k}`] = k; // past the memo's key bound
+    if (i % 3 === 0) shared.push(String(i)); // the same array object, other contents
+    const s = span(i, { attributes });
+    const plain = copy(encodeSpan(s, r1));
+    const memo = copy(encodeSpan({ ...s, encodeMemo: memos[i % 3]! }, r1));
+    if (!plain.equals(memo)) {
+      t.deepEqual(memo, plain, `span ${i}`);
+      return;
+    }
+  }
+  // the same array object in every span, its contents changed in between
+  const arrMemo = {};
+  for (let i = 0; i < 5; i++) {
+    shared.push(`n${i}`);
+    const s = span(i, { attributes: { 'http.request.method': 'GET', 'x.arr': shared } });
+    t.deepEqual(copy(encodeSpan({ ...s, encodeMemo: arrMemo }, r1)), copy(encodeSpan(s, r1)), `array span ${i}`);
+  }
+  t.true(memoStats.fields - before > 1500, `fields from the memo: ${memoStats.fields - before}`);
+  // and the plain path is the transformer's (the tests above): one more check of a memo'd run against it
+  const items = Array.from({ length: 20 }, (_, i) => ({ span: span(i % 4), resource: r1 }));
+  const m = {};
+  const encoded = items.map((it) => encodeSpan({ ...it.span, encodeMemo: m }, it.resource));
   t.deepEqual(Buffer.from(assembleTraceRequest(encoded)), reference(items));
 });
