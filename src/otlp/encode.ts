@@ -612,6 +612,11 @@ const slabWriter = new Writer(SLAB);
 
 /** `span` as a `spans = 2` field (ids filled in place where missing, as toReadableSpan does). */
 export function encodeSpan(span: SidelightSpan, resource: Resource): EncodedSpan {
+  return encodeSpanTo(span, { resource, chunk: slabWriter.buf, off: 0, len: 0 });
+}
+
+/** encodeSpan() into `out` (its chunk, off and len are set): the caller's own object, no other */
+export function encodeSpanTo<T extends EncodedSpan>(span: SidelightSpan, out: T): T {
   let w = slabWriter;
   if (w.buf.length - w.pos < SLAB_MIN_FREE || w.buf.length > SLAB) w.reset(SLAB);
   const off = w.pos;
@@ -624,7 +629,10 @@ export function encodeSpan(span: SidelightSpan, resource: Resource): EncodedSpan
     w.pos = off; // what was written of this span is never referenced
     throw e;
   }
-  return { resource, chunk: w.buf, off, len: w.pos - off };
+  out.chunk = w.buf;
+  out.off = off;
+  out.len = w.pos - off;
+  return out;
 }
 /**
  * One ExportTraceServiceRequest from encoded spans: grouped per Resource object in first-seen

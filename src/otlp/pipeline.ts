@@ -23,7 +23,7 @@
 import type { Resource } from '@opentelemetry/resources';
 import type { SidelightSpan } from '../receiver/span.js';
 import { toReadableSpan } from './convert.js';
-import { encodeSpan, type EncodedSpan } from './encode.js';
+import { encodeSpanTo, type EncodedSpan } from './encode.js';
 import type { SpanSink } from './sinks.js';
 
 export interface PipelineOptions {
@@ -157,16 +157,16 @@ export class ExportPipeline {
     }
     let item: Item;
     if (this.sink.preEncoded) {
-      let e: EncodedSpan;
+      item = { span: undefined, resource, chunk: NO_BYTES, off: 0, len: 0, bytes: 0 };
       try {
-        e = encodeSpan(span, resource);
+        encodeSpanTo(span, item);
       } catch (err) {
         this.stats.droppedExportFailed++;
         this.stats.lastError = `serialize: ${(err as Error).message}`;
         this.logLimited(`export to ${this.sink.name}: a span could not be encoded and was dropped: ${(err as Error).message}`);
         return;
       }
-      item = { span: undefined, resource, chunk: e.chunk, off: e.off, len: e.len, bytes: e.len };
+      item.bytes = item.len;
     } else {
       item = { span, resource, chunk: NO_BYTES, off: 0, len: 0, bytes: estimateSpanBytes(span) };
     }

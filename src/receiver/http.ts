@@ -34,7 +34,7 @@ import { h2cUpgrade, type H2cUpgrade, type Http2Stats } from './http2.js';
 import { Direction } from './layout.js';
 import type { RouteTemplater } from './routes.js';
 import type { AttrValue, ProcessRef, SidelightSpan } from './span.js';
-import { addConnAttributes, exportedQuery, setMethod, spanIds } from './spanbuild.js';
+import { addConnAttributes, exportedQuery, setMethod } from './spanbuild.js';
 import type { TraceCtx, TraceRegistry, Tuple } from './trace.js';
 
 export type Role = 'server' | 'client';
@@ -392,8 +392,11 @@ export class HttpConnection {
     const bodySize: { request?: number; response?: number } = {};
     if (p.requestBodyBytes !== undefined) bodySize.request = p.requestBodyBytes;
     if (responseBodyBytes !== undefined) bodySize.response = responseBodyBytes;
-    return {
-      ...spanIds(p.ctx),
+    const ids = p.ctx.resolve();
+    const span: SidelightSpan = {
+      traceId: ids.traceId,
+      spanId: ids.spanId,
+      traceFlags: ids.flags,
       bodySize,
       kind: this.role,
       name,
@@ -404,6 +407,10 @@ export class HttpConnection {
       process: p.process,
       encodeMemo: this.encodeMemo,
     };
+    // as spanIds() sets them (without its object and the spread)
+    if (ids.parentSpanId) span.parentSpanId = ids.parentSpanId;
+    if (ids.tracestate !== undefined) span.traceState = ids.tracestate;
+    return span;
   }
 }
 
@@ -436,9 +443,9 @@ export function parseTarget(target: string): Target {
   const hash = rest.indexOf('#');
   if (hash >= 0) rest = rest.slice(0, hash);
   const q = rest.indexOf('?');
-  return q >= 0
-    ? { path: rest.slice(0, q), query: rest.slice(q + 1), ...(authority !== undefined ? { authority } : {}) }
-    : { path: rest, ...(authority !== undefined ? { authority } : {}) };
+  const t: Target = q >= 0 ? { path: rest.slice(0, q), query: rest.slice(q + 1) } : { path: rest };
+  if (authority !== undefined) t.authority = authority;
+  return t;
 }
 
 /** Parse a Host header value: `name`, `name:port`, `[v6]`, `[v6]:port`. */

@@ -1244,7 +1244,9 @@ export class Http1Parser {
 
   private emitHead(out: Http1Event[], truncated: boolean): void {
     if (this.kind === 'response') this.resolveMethod();
-    const head: HttpHead = { kind: this.kind, version: this.version, headers: this.headers.slice(), headTruncated: truncated };
+    // the parser's array itself: a new one is made for the next message, and no header is added
+    // to this one after its head was emitted (storing stops at the limit that emits it early)
+    const head: HttpHead = { kind: this.kind, version: this.version, headers: this.headers, headTruncated: truncated };
     if (this.kind === 'request') {
       if (this.method !== undefined) head.method = this.method;
       if (this.target !== undefined) head.target = this.target;

@@ -127,15 +127,15 @@ export class TraceCtx {
   }
 
   /** Resolve ids now; follows `parent` references (bounded depth). */
-  resolve(): { traceId: string; spanId: string; parentSpanId?: string; flags: number; tracestate?: string } {
+  resolve(): { traceId: string; spanId: string; parentSpanId: string | undefined; flags: number; tracestate: string | undefined } {
     this.resolved = true;
-    const ts = this.tracestate !== undefined ? { tracestate: this.tracestate } : {};
+    // one shape, absent fields undefined (no spreads: this runs once per span)
+    const tracestate = this.tracestate;
     if (this.remote) {
-      return { traceId: this.remote.traceId, spanId: this.spanId, parentSpanId: this.remote.parentId, flags: this.remote.flags, ...ts };
+      return { traceId: this.remote.traceId, spanId: this.spanId, parentSpanId: this.remote.parentId, flags: this.remote.flags, tracestate };
     }
     if (this.injected) {
-      const parent = this.parent ? { parentSpanId: this.parent.spanId } : {};
-      return { traceId: this.injected.traceId, spanId: this.spanId, ...parent, flags: this.injected.flags, ...ts };
+      return { traceId: this.injected.traceId, spanId: this.spanId, parentSpanId: this.parent?.spanId, flags: this.injected.flags, tracestate };
     }
     if (this.parent) {
       const top = this.parent.top();
@@ -145,9 +145,9 @@ export class TraceCtx {
         : top.injected
           ? top.injected
           : { traceId: top.rootTraceId, flags: FLAG_SAMPLED | FLAG_RANDOM };
-      return { traceId: root.traceId, spanId: this.spanId, parentSpanId: this.parent.spanId, flags: root.flags, ...ts };
+      return { traceId: root.traceId, spanId: this.spanId, parentSpanId: this.parent.spanId, flags: root.flags, tracestate };
     }
-    return { traceId: this.rootTraceId, spanId: this.spanId, flags: FLAG_SAMPLED | FLAG_RANDOM, ...ts };
+    return { traceId: this.rootTraceId, spanId: this.spanId, parentSpanId: undefined, flags: FLAG_SAMPLED | FLAG_RANDOM, tracestate };
   }
 }
 
