@@ -307,10 +307,12 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
 async function recordingRelay(targetPort: number): Promise<{ port: number; conns: Rec[][]; close: () => Promise<void> }> {
   const conns: Rec[][] = [];
   const closed: Array<Promise<unknown>> = [];
+  const sockets = new Set<net.Socket>();
   const relay = net.createServer((c) => {
     const recs: Rec[] = [];
     conns.push(recs);
     const s = net.connect(targetPort, '127.0.0.1');
+    sockets.add(c).add(s);
     c.on('data', (d: Buffer) => {
       recs.push({ from: 'client', data: new Uint8Array(d) });
       s.write(d);
@@ -331,6 +333,8 @@ async function recordingRelay(targetPort: number): Promise<{ port: number; conns
     conns,
     close: async () => {
       await withTimeout(Promise.all(closed), 3000);
+      // sockets still open (a peer that never closed) would keep the test process alive
+      for (const s of sockets) s.destroy();
       relay.close();
     },
   };
@@ -346,6 +350,8 @@ async function capture(
   opts: { server?: http2.ServerOptions; client?: http2.ClientSessionOptions } = {},
 ): Promise<Rec[]> {
   const server = http2.createServer(opts.server ?? {});
+  const serverSessions = new Set<http2.ServerHttp2Session>();
+  server.on('session', (s) => serverSessions.add(s));
   server.on('stream', (stream, headers, _flags, raw) => {
     stream.on('error', () => {});
     onStream(stream, headers, raw);
@@ -361,7 +367,10 @@ async function capture(
   } finally {
     if (!session.closed) session.close();
     await withTimeout(sessionClosed, 3000);
+    if (!session.destroyed) session.destroy();
     await relay.close();
+    // a server session left open (a stream that never ended) would keep server.close() waiting
+    for (const s of serverSessions) if (!s.destroyed) s.destroy();
     await withTimeout(new Promise<void>((r) => server.close(() => r())), 3000);
   }
   if (relay.conns.length !== 1) throw new Error(`expected one connection, got ${relay.conns.length}`);
