@@ -50,6 +50,13 @@ class Writer {
     this.dv = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.length);
   }
 
+  /** bytes copied in as they are (one memcpy) */
+  put(src: Uint8Array): void {
+    this.ensure(src.length);
+    this.buf.set(src, this.pos);
+    this.pos += src.length;
+  }
+
   /** start over in a fresh buffer of `size` bytes (the old one stays with whoever points into it) */
   reset(size: number): void {
     this.buf = Buffer.allocUnsafeSlow(size);
@@ -385,14 +392,7 @@ function writeSpanAttributesMemo(w: Writer, attrs: Record<string, unknown>, m: A
         continue;
       }
       matching = false;
-      // the leading run that repeats: its bytes at once
-      const len = i > 0 ? m.ends[i - 1]! : 0;
-      if (len > 0) {
-        w.ensure(len);
-        w.buf.set(m.bytes.subarray(0, len), w.pos);
-        w.pos += len;
-        memoStats.fields += i;
-      }
+      writeMemoRun(w, m, i); // the leading run that repeats: its bytes at once
     }
     const from = w.pos;
     writeSpanAttribute(w, k, v);
@@ -419,11 +419,7 @@ function writeSpanAttributesMemo(w: Writer, attrs: Record<string, unknown>, m: A
   }
   if (matching) {
     // every key repeated: the whole run (or a prefix of it, when this span has fewer keys)
-    const len = i > 0 ? m.ends[i - 1]! : 0;
-    w.ensure(len);
-    w.buf.set(m.bytes.subarray(0, len), w.pos);
-    w.pos += len;
-    memoStats.fields += i;
+    writeMemoRun(w, m, i);
     if (i === m.n) memoStats.whole++;
   }
   m.n = ok ? i : 0;
@@ -432,6 +428,13 @@ function writeSpanAttributesMemo(w: Writer, attrs: Record<string, unknown>, m: A
     m.values.length = 0;
     m.ends.length = 0;
   }
+}
+
+/** the memo's first `n` attribute fields, as bytes */
+function writeMemoRun(w: Writer, m: AttrMemo, n: number): void {
+  if (n === 0) return;
+  w.put(m.bytes.subarray(0, m.ends[n - 1]!));
+  memoStats.fields += n;
 }
 
 function writeSpanAttributes(w: Writer, attrs: Record<string, unknown>): void {
@@ -617,7 +620,7 @@ export function encodeSpan(span: SidelightSpan, resource: Resource): EncodedSpan
 
 /** encodeSpan() into `out` (its chunk, off and len are set): the caller's own object, no other */
 export function encodeSpanTo<T extends EncodedSpan>(span: SidelightSpan, out: T): T {
-  let w = slabWriter;
+  const w = slabWriter;
   if (w.buf.length - w.pos < SLAB_MIN_FREE || w.buf.length > SLAB) w.reset(SLAB);
   const off = w.pos;
   try {
@@ -634,6 +637,7 @@ export function encodeSpanTo<T extends EncodedSpan>(span: SidelightSpan, out: T)
   out.len = w.pos - off;
   return out;
 }
+
 /**
  * One ExportTraceServiceRequest from encoded spans: grouped per Resource object in first-seen
  * order (the transformer's Map grouping), one scope. Returns a fresh buffer the caller owns.
@@ -651,21 +655,12 @@ export function assembleTraceRequest(items: readonly EncodedSpan[]): Uint8Array 
   for (const [resource, spans] of groups) {
     w.byte(0x0a); // resource_spans = 1
     const rs = w.start(3);
-    const rb = encodedResource(resource);
-    w.ensure(rb.length);
-    rb.copy(w.buf, w.pos);
-    w.pos += rb.length;
+    w.put(encodedResource(resource));
     w.byte(0x12); // scope_spans = 2
     const ss = w.start(3);
-    w.ensure(scopeBytes.length);
-    scopeBytes.copy(w.buf, w.pos);
-    w.pos += scopeBytes.length;
-    for (const s of spans) {
-      w.ensure(s.len);
-      // TypedArray set of a view: a memcpy without Buffer.copy's argument handling
-      w.buf.set(s.chunk.subarray(s.off, s.off + s.len), w.pos);
-      w.pos += s.len;
-    }
+    w.put(scopeBytes);
+    // TypedArray set of a view: a memcpy without Buffer.copy's argument handling
+    for (const s of spans) w.put(s.chunk.subarray(s.off, s.off + s.len));
     w.finish(ss, 3);
     const schemaUrl = resource.schemaUrl;
     if (schemaUrl) {

@@ -27,7 +27,7 @@ import type { MonotonicClock } from './clock.js';
 import type { KernelEvent } from './decode.js';
 import { Direction, EventType } from './layout.js';
 import type { AttrValue, ProcessRef, SidelightSpan } from './span.js';
-import { spanIds } from './spanbuild.js';
+import { withIds } from './spanbuild.js';
 import type { TraceCtx, TraceRegistry } from './trace.js';
 
 export const ATTR_DNS_QUESTION_NAME = 'dns.question.name';
@@ -315,15 +315,17 @@ export class DnsTracker {
       }
     }
     this.stats.spans++;
-    return {
-      ...spanIds(p.ctx),
-      kind: 'client',
-      name: `DNS ${p.type} ${p.name}`,
-      startUnixNs: this.clock.toUnixNs(p.start),
-      endUnixNs: this.clock.toUnixNs(endMono),
-      attributes: attrs,
-      status,
-      process: p.process,
-    };
+    return withIds(
+      {
+        kind: 'client',
+        name: `DNS ${p.type} ${p.name}`,
+        startUnixNs: this.clock.toUnixNs(p.start),
+        endUnixNs: this.clock.toUnixNs(endMono),
+        attributes: attrs,
+        status,
+        process: p.process,
+      },
+      p.ctx,
+    );
   }
 }

@@ -61,7 +61,7 @@ import { parseHost, parseTarget } from './http.js';
 import { Http2Connection, type H2Event, type Http2Stats } from './http2.js';
 import { Direction } from './layout.js';
 import type { AttrValue, ProcessRef, SidelightSpan } from './span.js';
-import { connAttributes, exportedQuery, setMethod, spanIds } from './spanbuild.js';
+import { connAttributes, exportedQuery, setMethod, withIds } from './spanbuild.js';
 import type { TraceCtx, TraceRegistry, Tuple } from './trace.js';
 
 const MAX_STREAMS = 1000;
@@ -351,16 +351,18 @@ export class Http2Handler {
     const bodySize: { request?: number; response?: number } = {};
     if (st.clientEnded) bodySize.request = st.requestBytes;
     if (unanswered === undefined && resetCode === undefined) bodySize.response = st.responseBytes;
-    return {
-      ...spanIds(st.ctx),
-      bodySize,
-      kind: this.role,
-      name,
-      startUnixNs: this.clock.toUnixNs(st.start),
-      endUnixNs: this.clock.toUnixNs(endMono),
-      attributes: attrs,
-      status: error !== undefined ? { code: 'error' } : { code: 'unset' },
-      process: st.process,
-    };
+    return withIds(
+      {
+        bodySize,
+        kind: this.role,
+        name,
+        startUnixNs: this.clock.toUnixNs(st.start),
+        endUnixNs: this.clock.toUnixNs(endMono),
+        attributes: attrs,
+        status: error !== undefined ? { code: 'error' } : { code: 'unset' },
+        process: st.process,
+      },
+      st.ctx,
+    );
   }
 }

@@ -34,7 +34,7 @@ import { h2cUpgrade, type H2cUpgrade, type Http2Stats } from './http2.js';
 import { Direction } from './layout.js';
 import type { RouteTemplater } from './routes.js';
 import type { AttrValue, ProcessRef, SidelightSpan } from './span.js';
-import { addConnAttributes, exportedQuery, setMethod } from './spanbuild.js';
+import { addConnAttributes, exportedQuery, setMethod, withIds } from './spanbuild.js';
 import type { TraceCtx, TraceRegistry, Tuple } from './trace.js';
 
 export type Role = 'server' | 'client';
@@ -392,25 +392,24 @@ export class HttpConnection {
     const bodySize: { request?: number; response?: number } = {};
     if (p.requestBodyBytes !== undefined) bodySize.request = p.requestBodyBytes;
     if (responseBodyBytes !== undefined) bodySize.response = responseBodyBytes;
-    const ids = p.ctx.resolve();
-    const span: SidelightSpan = {
-      traceId: ids.traceId,
-      spanId: ids.spanId,
-      traceFlags: ids.flags,
-      bodySize,
-      kind: this.role,
-      name,
-      startUnixNs: this.clock.toUnixNs(p.start),
-      endUnixNs: this.clock.toUnixNs(endMono),
-      attributes: attrs,
-      status: isError ? STATUS_ERROR : STATUS_UNSET,
-      process: p.process,
-      encodeMemo: this.encodeMemo,
-    };
-    // as spanIds() sets them (without its object and the spread)
-    if (ids.parentSpanId) span.parentSpanId = ids.parentSpanId;
-    if (ids.tracestate !== undefined) span.traceState = ids.tracestate;
-    return span;
+    return withIds(
+      {
+        // the id fields first, in the literal: set by withIds, the span keeps one shape
+        traceId: '',
+        spanId: '',
+        traceFlags: 0,
+        bodySize,
+        kind: this.role,
+        name,
+        startUnixNs: this.clock.toUnixNs(p.start),
+        endUnixNs: this.clock.toUnixNs(endMono),
+        attributes: attrs,
+        status: isError ? STATUS_ERROR : STATUS_UNSET,
+        process: p.process,
+        encodeMemo: this.encodeMemo,
+      },
+      p.ctx,
+    );
   }
 }
 

@@ -47,14 +47,15 @@ export function addConnAttributes(attrs: Record<string, AttrValue>, info: ConnIn
   return attrs;
 }
 
-/** The span's trace fields, resolved now (see trace.ts). */
-export function spanIds(ctx: TraceCtx): Pick<SidelightSpan, 'traceId' | 'spanId' | 'parentSpanId' | 'traceFlags' | 'traceState'> {
+/** `span` with its trace fields, resolved now (see trace.ts), set in place (no object or spread per span). */
+export function withIds(span: SidelightSpan, ctx: TraceCtx): SidelightSpan {
   const ids = ctx.resolve();
-  const out: Pick<SidelightSpan, 'traceId' | 'spanId' | 'parentSpanId' | 'traceFlags' | 'traceState'> = { traceId: ids.traceId, spanId: ids.spanId };
-  if (ids.parentSpanId) out.parentSpanId = ids.parentSpanId;
-  out.traceFlags = ids.flags;
-  if (ids.tracestate !== undefined) out.traceState = ids.tracestate;
-  return out;
+  span.traceId = ids.traceId;
+  span.spanId = ids.spanId;
+  if (ids.parentSpanId) span.parentSpanId = ids.parentSpanId;
+  span.traceFlags = ids.flags;
+  if (ids.tracestate !== undefined) span.traceState = ids.tracestate;
+  return span;
 }
 
 /**
