@@ -77,6 +77,14 @@ import { AGENT_NAME, AGENT_VERSION } from './version.js';
  * made /healthz take 1.7-2.5 s.
  */
 const BATCH_SLICE_MS = 4;
+/**
+ * Ring-buffer batch buffers the addon refills instead of allocating (native.ts start()): the
+ * backlog holds at most 4 (backlogHigh) plus one being filled; more only while JS lags, and
+ * then the addon falls back to fresh buffers. Resident: up to this many × maxBatchBytes, kept
+ * within REUSED_BYTES (a large maxBatchBytes reuses fewer, or none).
+ */
+const REUSED_BATCHES = 6;
+const REUSED_BYTES = 8 << 20;
 
 /** Where the cgroup v2 hierarchy is mounted (hybrid systems mount it at .../unified). */
 export function cgroup2Root(): string {
@@ -172,15 +180,19 @@ export class Agent {
    * setImmediate, so timers and I/O (health, export) run between slices even when the agent
    * is starved of CPU. Bounded: at backlogHigh bytes the poll thread is paused (records
    * back up in the kernel ring, whose drops are counted) until it is down to backlogLow.
+   * A batch is in the first backlogLens[i] bytes of backlog[i]; once processed it goes back to
+   * the addon (recycle) to be refilled: nothing here keeps a view of a batch past its
+   * processing (the parsers copy what they keep).
    */
   private readonly backlog: ArrayBuffer[] = [];
+  private readonly backlogLens: number[] = [];
   private backlogHead = 0;
   private backlogBytes = 0;
   private readonly backlogHigh: number;
   private readonly backlogLow: number;
   private drainScheduled = false;
   private pollPaused = false;
-  private readonly backlogStats = { pauses: 0, slices: 0, peakBytes: 0 };
+  private readonly backlogStats = { pauses: 0, slices: 0, peakBytes: 0, recycled: 0 };
   private readonly routeEvent = (ev: KernelEvent): void => this.route(ev);
   private ready = false;
   private stopped = false;
@@ -332,8 +344,9 @@ export class Agent {
         BPF_NAMES.ringbuf,
         c.capture.pollIntervalMs,
         c.capture.maxBatchBytes,
-        (batch) => this.onBatch(batch),
+        (batch, length) => this.onBatch(batch, length),
         (err) => log.error(`ring buffer poll: ${err.message}`),
+        Math.min(REUSED_BATCHES, Math.floor(REUSED_BYTES / c.capture.maxBatchBytes)),
       );
       // in the same tick as start(): the table is seeded before the first batch is handled
       this.pickup(obj);
@@ -422,10 +435,11 @@ export class Agent {
     );
   }
 
-  private onBatch(batch: ArrayBuffer): void {
+  private onBatch(batch: ArrayBuffer, length: number): void {
     this.batches++;
     this.backlog.push(batch);
-    this.backlogBytes += batch.byteLength;
+    this.backlogLens.push(length);
+    this.backlogBytes += length;
     if (this.backlogBytes > this.backlogStats.peakBytes) this.backlogStats.peakBytes = this.backlogBytes;
     if (!this.pollPaused && this.backlogBytes >= this.backlogHigh && this.obj) {
       this.pollPaused = true;
@@ -452,21 +466,24 @@ export class Agent {
     const shouldYield = Number.isFinite(sliceMs) ? () => performance.now() >= until : undefined;
     while (this.backlog.length > 0) {
       const b = this.backlog[0]!;
-      let next = b.byteLength;
+      const len = this.backlogLens[0]!;
+      let next = len;
       try {
-        next = decodeBatchFrom(b, this.routeEvent, this.decodeStats, this.backlogHead, shouldYield);
+        next = decodeBatchFrom(b, this.routeEvent, this.decodeStats, this.backlogHead, shouldYield, len);
       } catch (e) {
         // a bug, not traffic: keep running, count it, say it (the rest of the batch is lost)
         this.decodeStats.malformed++;
         log.error(`batch processing failed: ${(e as Error).stack ?? String(e)}`);
       }
-      if (next < b.byteLength) {
+      if (next < len) {
         this.backlogHead = next;
         break;
       }
       this.backlog.shift();
+      this.backlogLens.shift();
       this.backlogHead = 0;
-      this.backlogBytes -= b.byteLength;
+      this.backlogBytes -= len;
+      if (this.obj?.recycle(b) === true) this.backlogStats.recycled++;
       if (shouldYield?.()) break;
     }
     if (this.pollPaused && this.backlogBytes <= this.backlogLow) {

@@ -96,11 +96,17 @@ export interface NativeObject {
   /**
    * Start the poll thread on ring buffer map `ringMap`. It waits at most pollTimeoutMs
    * (returning earlier when the kernel signals data or the ring is already non-empty), drains
-   * the ring and calls onBatch with ArrayBuffers laid out as repeated
-   * [u32 little-endian record length][record bytes], no padding. A batch closes when the
-   * ring is drained or it reaches maxBatchBytes (a single larger record is a batch of its
-   * own). At most 16 batches wait for the JS thread; beyond that the poll thread blocks and
-   * records back up into the kernel ring buffer (whose drops the BPF side counts).
+   * the ring and calls onBatch(batch, length) with batches laid out as repeated
+   * [u32 little-endian record length][record bytes], no padding, in the first `length` bytes
+   * of `batch`. A batch closes when the ring is drained or it reaches maxBatchBytes (a single
+   * larger record is a batch of its own). At most 16 batches wait for the JS thread; beyond
+   * that the poll thread blocks and records back up into the kernel ring buffer (whose drops
+   * the BPF side counts).
+   * reuseBatches (0..64, default 0): up to that many batch buffers (of maxBatchBytes each) are
+   * reused. Give each batch back with recycle(batch) once nothing reads it any more: the next
+   * batch is then copied straight into it, with no allocation. After recycle() the buffer and
+   * every view of it must not be read again (the poll thread overwrites it). A batch not given
+   * back is simply not reused. With 0, batch.byteLength === length.
    * A poll-thread failure is reported once through onError (step 'ringbuf') and ends polling.
    * A throw from onBatch/onError becomes a process 'uncaughtException'.
    * While polling, the event loop is kept alive (until stop()/close()); keep a reference to
@@ -111,9 +117,16 @@ export interface NativeObject {
     ringMap: string,
     pollTimeoutMs: number,
     maxBatchBytes: number,
-    onBatch: (batch: ArrayBuffer) => void,
+    onBatch: (batch: ArrayBuffer, length: number) => void,
     onError: (err: Error) => void,
+    reuseBatches?: number,
   ): void;
+  /**
+   * Give a batch delivered by onBatch back to be refilled (see start()). Returns false, and
+   * does nothing, when it is not one of the reused buffers, is given back already, or polling
+   * has stopped.
+   */
+  recycle(batch: ArrayBuffer): boolean;
   /**
    * Stop and join the poll thread. Batches (or an error) still queued for the JS thread are
    * DROPPED: after stop() returns, onBatch/onError are never called again. Idempotent; may be

@@ -106,11 +106,11 @@ interface Rec {
   tsStart: bigint;
 }
 
-function decodeBatch(ab: ArrayBuffer): Rec[] {
-  const dv = new DataView(ab);
+function decodeBatch(ab: ArrayBuffer, length = ab.byteLength): Rec[] {
+  const dv = new DataView(ab, 0, length);
   const out: Rec[] = [];
   let off = 0;
-  while (off < ab.byteLength) {
+  while (off < length) {
     const len = dv.getUint32(off, true);
     const at = off + 4;
     out.push({
@@ -123,7 +123,7 @@ function decodeBatch(ab: ArrayBuffer): Rec[] {
     });
     off = at + len;
   }
-  if (off !== ab.byteLength) throw new Error(`batch framing: ended at ${off} of ${ab.byteLength}`);
+  if (off !== length) throw new Error(`batch framing: ended at ${off} of ${length}`);
   return out;
 }
 
@@ -284,6 +284,61 @@ bpfTest('setPaused(true) stops the draining (records wait in the kernel ring), s
   } finally {
     obj.close();
   }
+});
+
+bpfTest('reuseBatches: recycled batch buffers are refilled with later batches (every record still arrives once), a batch not given back is never overwritten, recycle() refuses what is not the pool\'s', async (t) => {
+  const N = 6000;
+  const obj = openFixture();
+  try {
+    t.true(obj.attach([]).every((r) => r.ok));
+    const recs: Rec[] = [];
+    const seen = new Set<ArrayBuffer>();
+    let batches = 0;
+    let refills = 0;
+    let held: { ab: ArrayBuffer; copy: Uint8Array } | undefined;
+    obj.start(
+      'sl_events',
+      5,
+      16 * 1024,
+      (ab, length) => {
+        batches++;
+        t.true(length > 0 && length <= ab.byteLength, `length ${length} of ${ab.byteLength}`);
+        if (seen.has(ab)) refills++;
+        seen.add(ab);
+        recs.push(...decodeBatch(ab, length));
+        // the first batch is kept (not given back); every other one goes back at once
+        if (held === undefined) held = { ab, copy: new Uint8Array(ab, 0, length).slice() };
+        else obj.recycle(ab);
+      },
+      (e) => t.fail(`onError: ${e.message}`),
+      3,
+    );
+    for (let round = 0; round < 20; round++) {
+      for (let i = 0; i < N / 20; i++) statSync('/');
+      await new Promise((r) => setTimeout(r, 15));
+    }
+    t.true(await until(() => recs.filter((r) => r.tid === process.pid).length >= N, 5000), `got ${recs.length} records`);
+    for (const r of recs) {
+      t.is(r.len, EVENT_SIZE);
+      t.is(r.tgid, process.pid);
+    }
+    // once each: a refilled buffer delivered with stale bytes would repeat records
+    const mine = recs.filter((r) => r.tid === process.pid);
+    t.is(new Set(mine.map((r) => r.tsStart)).size, mine.length, 'no record twice');
+    t.true(refills > batches / 2, `${refills} of ${batches} batches were refills of a buffer given back (${seen.size} buffers)`);
+    t.true(seen.size < batches);
+    // kept: still exactly what it was delivered with
+    t.deepEqual(new Uint8Array(held!.ab, 0, held!.copy.length), held!.copy);
+    t.false(obj.recycle(new ArrayBuffer(16 * 1024)), 'not one of the pool');
+    t.true(obj.recycle(held!.ab));
+    t.false(obj.recycle(held!.ab), 'given back already');
+    t.throws(() => obj.recycle(new Uint8Array(4) as unknown as ArrayBuffer), { message: /ArrayBuffer/ });
+    t.log(`${batches} batches, ${refills} refills, ${seen.size} buffers`);
+  } finally {
+    obj.stop();
+    obj.close();
+  }
+  t.false(obj.recycle(new ArrayBuffer(8)), 'stopped');
 });
 
 bpfTest('N syscalls arrive as >= N records in fewer batches, all from this process', async (t) => {

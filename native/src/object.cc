@@ -113,6 +113,7 @@ void NativeObject::Init(Napi::Env env) {
           InstanceMethod<&NativeObject::Start>("start"),
           InstanceMethod<&NativeObject::Stop>("stop"),
           InstanceMethod<&NativeObject::SetPaused>("setPaused"),
+          InstanceMethod<&NativeObject::Recycle>("recycle"),
           InstanceMethod<&NativeObject::MapUpdate>("mapUpdate"),
           InstanceMethod<&NativeObject::MapDelete>("mapDelete"),
           InstanceMethod<&NativeObject::MapLookup>("mapLookup"),
@@ -356,6 +357,7 @@ Napi::Value NativeObject::Start(const Napi::CallbackInfo& info) {
   int64_t max_batch = Integer(env, info[2], "maxBatchBytes", 1, INT_MAX);
   if (!info[3].IsFunction()) ThrowTypeError(env, "onBatch must be a function");
   if (!info[4].IsFunction()) ThrowTypeError(env, "onError must be a function");
+  int64_t reuse = info.Length() > 5 && !info[5].IsUndefined() ? Integer(env, info[5], "reuseBatches", 0, 64) : 0;
   bpf_map* m = FindMap(env, "ringbuf", info[0]);
   std::string name = bpf_map__name(m);
   if (bpf_map__type(m) != BPF_MAP_TYPE_RINGBUF) {
@@ -364,7 +366,8 @@ Napi::Value NativeObject::Start(const Napi::CallbackInfo& info) {
   }
   if (poller_) Throw(env, "ringbuf", name, EBUSY, "already started");
   poller_ = Poller::Start(env, bpf_map__fd(m), name, static_cast<int>(timeout),
-                          static_cast<size_t>(max_batch), info[3].As<Napi::Function>(),
+                          static_cast<size_t>(max_batch), static_cast<size_t>(reuse),
+                          info[3].As<Napi::Function>(),
                           info[4].As<Napi::Function>());
   // Re-register so our hook is newer than the ThreadSafeFunction's own cleanup hook: hooks
   // run newest first, so the poll thread is joined while the TSFN still exists.
@@ -375,6 +378,14 @@ Napi::Value NativeObject::Start(const Napi::CallbackInfo& info) {
 Napi::Value NativeObject::Stop(const Napi::CallbackInfo& info) {
   StopPoller();
   return info.Env().Undefined();
+}
+
+// recycle(batch): give a delivered batch back to the pool (see poller.h); false when it is not
+// one of the pool's (or the poller is not running).
+Napi::Value NativeObject::Recycle(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsArrayBuffer()) ThrowTypeError(env, "batch must be an ArrayBuffer");
+  return Napi::Boolean::New(env, poller_ && poller_->Recycle(info[0].As<Napi::ArrayBuffer>()));
 }
 
 // setPaused(paused): stop / restart draining the ring buffer; a no-op when not started.

@@ -16,23 +16,50 @@
 
 namespace sl {
 
+struct BatchPool {
+  size_t block_bytes = 0;  // each block's size: maxBatchBytes
+  size_t max_blocks = 0;   // 0: no pool
+  // JS thread only: the blocks made so far (index = block id) and their data
+  std::vector<Napi::Reference<Napi::ArrayBuffer>> refs;
+  std::vector<uint8_t*> data;
+  // shared: block ids free to fill, and which are free (a double Recycle is refused)
+  std::mutex mu;
+  std::vector<int> free_ids;
+  std::vector<bool> is_free;
+
+  int Take() {  // poll thread
+    std::lock_guard<std::mutex> lock(mu);
+    if (free_ids.empty()) return -1;
+    int id = free_ids.back();
+    free_ids.pop_back();
+    is_free[static_cast<size_t>(id)] = false;
+    return id;
+  }
+  uint8_t* Data(int id) {  // poll thread, for an id it took (data[] only grows, under mu)
+    std::lock_guard<std::mutex> lock(mu);
+    return data[static_cast<size_t>(id)];
+  }
+};
+
 struct PollContext {
   Napi::FunctionReference on_batch;
   Napi::FunctionReference on_error;
   std::shared_ptr<std::atomic<bool>> cancelled;  // set by Poller::Stop: drop, don't call
   std::string map_name;
+  std::shared_ptr<BatchPool> pool;
 };
 
 struct PollMsg {
-  std::vector<uint8_t> bytes;  // a batch, or empty for an error
-  int err = 0;                 // != 0: an error
+  int block = -1;                      // >= 0: the batch is in this pooled block
+  std::unique_ptr<uint8_t[]> heap;     // else here (nullptr for an error)
+  size_t len = 0;
+  int err = 0;                         // != 0: an error
 };
 
 namespace {
 
 constexpr uint64_t kTagRing = 1;
 constexpr uint64_t kTagStop = 2;
-constexpr size_t kInitialReserve = 1 << 20;
 
 inline void PutU32LE(uint8_t* p, uint32_t v) {
   p[0] = static_cast<uint8_t>(v);
@@ -69,21 +96,42 @@ void CallJs(Napi::Env env, Napi::Function /*unused*/, PollContext* ctx, PollMsg*
     Deliver(env, ctx->on_error, e.Value());
     return;
   }
-  // One copy into a V8-owned ArrayBuffer (no external buffers: works where they are banned).
-  Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, msg->bytes.size());
-  if (!msg->bytes.empty()) std::memcpy(ab.Data(), msg->bytes.data(), msg->bytes.size());
+  BatchPool& pool = *ctx->pool;
+  size_t len = msg->len;
+  Napi::ArrayBuffer ab;
+  if (msg->block >= 0) {
+    ab = pool.refs[static_cast<size_t>(msg->block)].Value();  // filled in place: no copy
+  } else if (pool.refs.size() < pool.max_blocks && len <= pool.block_bytes) {
+    // a new pooled block (V8-owned: no external buffers, which some embedders ban)
+    ab = Napi::ArrayBuffer::New(env, pool.block_bytes);
+    std::memcpy(ab.Data(), msg->heap.get(), len);
+    std::lock_guard<std::mutex> lock(pool.mu);
+    pool.refs.push_back(Napi::Persistent(ab));
+    pool.data.push_back(static_cast<uint8_t*>(ab.Data()));
+    pool.is_free.push_back(false);
+  } else {
+    ab = Napi::ArrayBuffer::New(env, len);
+    if (len > 0) std::memcpy(ab.Data(), msg->heap.get(), len);
+  }
   msg.reset();
-  Deliver(env, ctx->on_batch, ab);
+  try {
+    ctx->on_batch.Call({ab, Napi::Number::New(env, static_cast<double>(len))});
+  } catch (const Napi::Error& e) {
+    napi_fatal_exception(env, e.Value());
+  }
 }
 
 std::unique_ptr<Poller> Poller::Start(Napi::Env env, int map_fd, const std::string& map_name,
                                       int poll_timeout_ms, size_t max_batch_bytes,
-                                      Napi::Function on_batch, Napi::Function on_error) {
+                                      size_t reuse_batches, Napi::Function on_batch,
+                                      Napi::Function on_error) {
   std::unique_ptr<Poller> p(new Poller());
   p->map_name_ = map_name;
   p->timeout_ms_ = poll_timeout_ms;
   p->max_batch_ = max_batch_bytes;
-  p->batch_.reserve(max_batch_bytes < kInitialReserve ? max_batch_bytes : kInitialReserve);
+  p->pool_ = std::make_shared<BatchPool>();
+  p->pool_->block_bytes = max_batch_bytes;
+  p->pool_->max_blocks = reuse_batches;
 
   p->rb_ = ring_buffer__new(map_fd, &Poller::OnSample, p.get(), nullptr);
   if (p->rb_ == nullptr) Throw(env, "ringbuf", map_name, errno);
@@ -105,7 +153,7 @@ std::unique_ptr<Poller> Poller::Start(Napi::Env env, int map_fd, const std::stri
 
   p->cancelled_ = std::make_shared<std::atomic<bool>>(false);
   auto* ctx = new PollContext{Napi::Persistent(on_batch), Napi::Persistent(on_error),
-                              p->cancelled_, map_name};
+                              p->cancelled_, map_name, p->pool_};
   p->tsfn_ = PollTsfn::New(env, "sidelight.ringbuf", kQueueDepth, 1, ctx,
                            [](Napi::Env, void*, PollContext* c) { delete c; });
   try {
@@ -141,6 +189,22 @@ void Poller::SetPaused(bool paused) {
   if (was && !paused) Wake();
 }
 
+bool Poller::Recycle(Napi::ArrayBuffer ab) {
+  if (stopped_ || !pool_) return false;
+  BatchPool& pool = *pool_;
+  auto* d = static_cast<uint8_t*>(ab.Data());
+  std::lock_guard<std::mutex> lock(pool.mu);
+  for (size_t i = 0; i < pool.data.size(); i++) {
+    if (pool.data[i] != d) continue;
+    // the same backing store and still whole (a detached or transferred one is not taken)
+    if (pool.is_free[i] || ab.ByteLength() != pool.block_bytes) return false;
+    pool.is_free[i] = true;
+    pool.free_ids.push_back(static_cast<int>(i));
+    return true;
+  }
+  return false;
+}
+
 void Poller::Stop() {
   if (stopped_) return;
   stopped_ = true;
@@ -154,6 +218,14 @@ void Poller::Stop() {
   if (epoll_fd_ >= 0) close(epoll_fd_);
   if (event_fd_ >= 0) close(event_fd_);
   epoll_fd_ = event_fd_ = -1;
+  if (pool_) {  // the thread is joined: only this (JS) thread touches the pool now
+    std::lock_guard<std::mutex> lock(pool_->mu);
+    pool_->refs.clear();
+    pool_->data.clear();
+    pool_->free_ids.clear();
+    pool_->is_free.clear();
+    pool_->max_blocks = 0;  // CallJs makes no more blocks (queued messages are dropped anyway)
+  }
 }
 
 Poller::~Poller() { Stop(); }
@@ -196,49 +268,71 @@ void Poller::Run() {
       Fail(r);
       break;
     }
-    bool flushed = false;
-    try {
-      flushed = Flush();
-    } catch (const std::bad_alloc&) {
-      Fail(ENOMEM);
-    }
-    if (!flushed) break;
+    int f = Flush();
+    if (f == -ENOMEM) Fail(ENOMEM);
+    if (f != 0) break;
   }
   ReleaseTsfn(false);  // no-op if Stop() already aborted; else queued messages still go out
+}
+
+// Poll thread: a batch to fill with room for `need` bytes: a free pooled block, else a heap
+// buffer of maxBatchBytes (or `need`, for a record larger than that). False when out of memory.
+bool Poller::Begin(size_t need) {
+  fill_len_ = 0;
+  if (need <= max_batch_) {
+    int id = pool_->Take();
+    if (id >= 0) {
+      fill_block_ = id;
+      fill_ = pool_->Data(id);
+      fill_cap_ = max_batch_;
+      return true;
+    }
+  }
+  fill_block_ = -1;
+  size_t cap = need > max_batch_ ? need : max_batch_;
+  fill_heap_.reset(new (std::nothrow) uint8_t[cap]);  // not zeroed: only what is written is read
+  if (!fill_heap_) return false;
+  fill_ = fill_heap_.get();
+  fill_cap_ = cap;
+  return true;
 }
 
 // Called by libbpf (C frames: nothing may be thrown through them) once per record.
 int Poller::OnSample(void* ctx, void* data, size_t size) {
   auto* p = static_cast<Poller*>(ctx);
   if (p->stopping_.load(std::memory_order_relaxed)) return -ECANCELED;
-  try {
-    size_t need = 4 + size;
-    if (!p->batch_.empty() && p->batch_.size() + need > p->max_batch_) {
-      if (!p->Flush()) return -ECANCELED;
-    }
-    size_t at = p->batch_.size();
-    p->batch_.resize(at + need);
-    PutU32LE(p->batch_.data() + at, static_cast<uint32_t>(size));
-    std::memcpy(p->batch_.data() + at + 4, data, size);
-    if (p->batch_.size() >= p->max_batch_ && !p->Flush()) return -ECANCELED;
-  } catch (const std::bad_alloc&) {
-    return -ENOMEM;  // ends this consume; Run() reports it through onError
+  size_t need = 4 + size;
+  if (p->fill_ != nullptr && p->fill_len_ + need > p->fill_cap_) {
+    int r = p->Flush();
+    if (r != 0) return r;
   }
-  return 0;
+  if (p->fill_ == nullptr && !p->Begin(need)) return -ENOMEM;  // Run() reports it through onError
+  uint8_t* at = p->fill_ + p->fill_len_;
+  PutU32LE(at, static_cast<uint32_t>(size));
+  std::memcpy(at + 4, data, size);
+  p->fill_len_ += need;
+  return p->fill_len_ >= p->max_batch_ ? p->Flush() : 0;
 }
 
-bool Poller::Flush() {
-  if (js_gone_) return false;
-  if (batch_.empty()) return true;
-  std::unique_ptr<PollMsg> msg(new PollMsg());
-  msg->bytes.swap(batch_);
+// Poll thread: hand the batch being filled (if any) to JS. 0, -ECANCELED once JS is gone, or
+// -ENOMEM (nothing is thrown: this runs under libbpf's C frames).
+int Poller::Flush() {
+  if (js_gone_) return -ECANCELED;
+  if (fill_ == nullptr || fill_len_ == 0) return 0;
+  std::unique_ptr<PollMsg> msg(new (std::nothrow) PollMsg());
+  if (!msg) return -ENOMEM;
+  msg->block = fill_block_;
+  msg->heap = std::move(fill_heap_);
+  msg->len = fill_len_;
+  fill_ = nullptr;
+  fill_len_ = fill_cap_ = 0;
+  fill_block_ = -1;
   if (tsfn_.BlockingCall(msg.get()) != napi_ok) {  // napi_closing: stopped or env teardown
     js_gone_ = true;
-    return false;
+    return -ECANCELED;
   }
   msg.release();  // now owned by the queue: CallJs frees it
-  batch_.reserve(max_batch_ < kInitialReserve ? max_batch_ : kInitialReserve);
-  return true;
+  return 0;
 }
 
 void Poller::Fail(int err) {

@@ -1,7 +1,19 @@
 // poller.h — the ring buffer poll thread and its hand-off to JS.
 //
 // Owns: one libbpf ring_buffer, an epoll fd (ring buffer epoll fd + shutdown eventfd), the
-// eventfd, the poll thread, and one ThreadSafeFunction (queue of kQueueDepth batches).
+// eventfd, the poll thread, one ThreadSafeFunction (queue of kQueueDepth batches), and the
+// batch pool (below).
+//
+// Batch pool (reuse_batches > 0): up to that many ArrayBuffers of maxBatchBytes each are made
+// once (on the JS thread, the first times no pooled one is free) and then refilled: JS gives
+// one back with Recycle() when it is done with it, and the poll thread copies the next batch
+// straight into it. A batch then costs one copy and no allocation (without the pool: a
+// heap buffer on the poll thread, a new zeroed ArrayBuffer and a second copy on the JS
+// thread, and both pages faulted in fresh). The pool holds Persistent references (JS thread
+// only); the free list is shared with the poll thread under pool_mu_. While none is free the
+// poll thread falls back to a heap buffer. Contract: after Recycle(ab), JS must not read ab
+// (nor views of it) again: the poll thread overwrites it. onBatch gets (ab, length): a
+// pooled ab is longer than its batch.
 //
 // Lifetime: created by NativeObject::Start (JS thread) which throws if setup fails; Stop()
 // (JS thread, idempotent, also run by the destructor) ends it. The owning NativeObject must
@@ -43,6 +55,7 @@ namespace sl {
 
 struct PollContext;  // JS callbacks; owned by the ThreadSafeFunction (freed by its finalizer)
 struct PollMsg;      // one batch or one error travelling to the JS thread
+struct BatchPool;    // reusable batch ArrayBuffers (see "Batch pool" above)
 
 void CallJs(Napi::Env env, Napi::Function unused, PollContext* ctx, PollMsg* msg);
 using PollTsfn = Napi::TypedThreadSafeFunction<PollContext, PollMsg, CallJs>;
@@ -54,11 +67,15 @@ class Poller {
   // JS thread. Throws a JS error (step 'ringbuf') if anything cannot be set up.
   static std::unique_ptr<Poller> Start(Napi::Env env, int map_fd, const std::string& map_name,
                                        int poll_timeout_ms, size_t max_batch_bytes,
-                                       Napi::Function on_batch, Napi::Function on_error);
+                                       size_t reuse_batches, Napi::Function on_batch,
+                                       Napi::Function on_error);
   // JS thread; idempotent.
   void Stop();
   // JS thread: stop / restart draining the ring (see "Pause" above).
   void SetPaused(bool paused);
+  // JS thread: give a delivered batch back to the pool; false if `ab` is not one of it (or
+  // is free already), and then nothing happens.
+  bool Recycle(Napi::ArrayBuffer ab);
   ~Poller();
 
   Poller(const Poller&) = delete;
@@ -68,7 +85,7 @@ class Poller {
   Poller() = default;
   void Run();                                        // poll thread body
   static int OnSample(void* ctx, void* data, size_t size);  // poll thread
-  bool Flush();                                      // poll thread: false once JS is gone
+  int Flush();                                       // poll thread: 0, -ECANCELED, -ENOMEM
   void Fail(int err);                                // poll thread: report to onError
   void ReleaseTsfn(bool abort);                      // any thread, once
   void Wake();                                       // any thread: signal the eventfd
@@ -89,9 +106,17 @@ class Poller {
   std::atomic<bool> stopping_{false};
   std::atomic<bool> paused_{false};
 
-  // poll thread only
-  std::vector<uint8_t> batch_;
+  std::shared_ptr<BatchPool> pool_;  // shared with PollContext (CallJs registers blocks)
+
+  // poll thread only: the batch being filled, in a pooled block (fill_block_ >= 0) or in
+  // fill_heap_ (a fallback buffer of fill_cap_ bytes)
+  uint8_t* fill_ = nullptr;
+  size_t fill_len_ = 0;
+  size_t fill_cap_ = 0;
+  int fill_block_ = -1;
+  std::unique_ptr<uint8_t[]> fill_heap_;
   bool js_gone_ = false;
+  bool Begin(size_t need);  // poll thread: make room for a batch of at least `need` bytes
 };
 
 }  // namespace sl

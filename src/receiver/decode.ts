@@ -226,9 +226,10 @@ export function decodeEvent(bytes: Uint8Array, dv: DataView, off: number, len: n
 }
 
 /**
- * Decode a batch from byte offset `from` (a record boundary); calls `onEvent` for each
- * well-formed record. With `shouldYield` (asked every 64 records) it may stop early and
- * returns the offset to resume from; it returns `batch.byteLength` once the batch is done.
+ * Decode the first `length` bytes of a batch (all of it by default) from byte offset `from`
+ * (a record boundary); calls `onEvent` for each well-formed record. With `shouldYield` (asked
+ * every 64 records) it may stop early and returns the offset to resume from; it returns
+ * `length` once the batch is done.
  */
 export function decodeBatchFrom(
   batch: ArrayBuffer,
@@ -236,9 +237,10 @@ export function decodeBatchFrom(
   stats: DecodeStats,
   from = 0,
   shouldYield?: () => boolean,
+  length = batch.byteLength,
 ): number {
-  const bytes = new Uint8Array(batch);
-  const dv = new DataView(batch);
+  const bytes = new Uint8Array(batch, 0, length);
+  const dv = new DataView(batch, 0, length);
   let off = from;
   let n = 0;
   while (off + 4 <= bytes.length) {
@@ -259,7 +261,7 @@ export function decodeBatchFrom(
   return bytes.length;
 }
 
-/** Decode a whole batch; calls `onEvent` for each well-formed record. */
-export function decodeBatch(batch: ArrayBuffer, onEvent: (e: KernelEvent) => void, stats: DecodeStats): void {
-  decodeBatchFrom(batch, onEvent, stats);
+/** Decode a whole batch (its first `length` bytes); calls `onEvent` for each well-formed record. */
+export function decodeBatch(batch: ArrayBuffer, onEvent: (e: KernelEvent) => void, stats: DecodeStats, length = batch.byteLength): void {
+  decodeBatchFrom(batch, onEvent, stats, 0, undefined, length);
 }
