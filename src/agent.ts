@@ -67,7 +67,7 @@ import {
   TLS_PROGRAM_NAMES,
 } from './receiver/layout.js';
 import { headCacheStats, internStats } from './receiver/http1.js';
-import { keyCacheStats, kvCacheStats, memoStats } from './otlp/encode.js';
+import { keyCacheStats, kvCacheStats, memoStats, slabStats } from './otlp/encode.js';
 import type { SidelightSpan } from './receiver/span.js';
 import { AGENT_NAME, AGENT_VERSION } from './version.js';
 
@@ -122,7 +122,7 @@ export interface AttachResult {
 
 /** The bounded per-event caches (decode, HTTP/1 intern table and parsed heads, OTLP attribute keys and fields): a copy of their counters. */
 function cacheStats(): CacheSelfStats {
-  return { decode: { ...decodeCacheStats }, httpIntern: { ...internStats }, httpHeads: { ...headCacheStats }, otlpKeys: { ...keyCacheStats }, otlpAttributes: { ...kvCacheStats }, otlpMemo: { hits: memoStats.whole, misses: memoStats.spans - memoStats.whole, fields: memoStats.fields } };
+  return { decode: { ...decodeCacheStats }, httpIntern: { ...internStats }, httpHeads: { ...headCacheStats }, otlpKeys: { ...keyCacheStats }, otlpAttributes: { ...kvCacheStats }, otlpMemo: { hits: memoStats.whole, misses: memoStats.spans - memoStats.whole, fields: memoStats.fields }, otlpSlabs: { hits: slabStats.reused, misses: slabStats.made } };
 }
 
 /** The agent process's memory, bytes: RSS, the V8 heap (in use, reserved) and its young generation (reserved; capped by bin/sidelight). */

@@ -23,7 +23,7 @@
 import type { Resource } from '@opentelemetry/resources';
 import type { SidelightSpan } from '../receiver/span.js';
 import { toReadableSpan } from './convert.js';
-import { encodeSpanTo, type EncodedSpan } from './encode.js';
+import { encodeSpanTo, releaseEncoded, type EncodedSpan } from './encode.js';
 import type { SpanSink } from './sinks.js';
 
 export interface PipelineOptions {
@@ -157,7 +157,7 @@ export class ExportPipeline {
     }
     let item: Item;
     if (this.sink.preEncoded) {
-      item = { span: undefined, resource, chunk: NO_BYTES, off: 0, len: 0, bytes: 0 };
+      item = { span: undefined, resource, chunk: NO_BYTES, off: 0, len: 0, slab: undefined, bytes: 0 };
       try {
         encodeSpanTo(span, item);
       } catch (err) {
@@ -168,10 +168,11 @@ export class ExportPipeline {
       }
       item.bytes = item.len;
     } else {
-      item = { span, resource, chunk: NO_BYTES, off: 0, len: 0, bytes: estimateSpanBytes(span) };
+      item = { span, resource, chunk: NO_BYTES, off: 0, len: 0, slab: undefined, bytes: estimateSpanBytes(span) };
     }
     if (this.opts.queueBytes !== undefined && this.queuedBytes + item.bytes > this.opts.queueBytes) {
       this.stats.droppedQueueBytes++;
+      releaseEncoded(item);
       return;
     }
     this.queuedBytes += item.bytes;
@@ -272,6 +273,8 @@ export class ExportPipeline {
         });
         delay = Math.min(delay * 2, maxDelay);
       }
+      // exported or dropped: nothing reads these spans' bytes again (their slabs may be reused)
+      for (const i of batch) releaseEncoded(i);
       if (!this.batchReady() && !this.closed) return;
     }
   }

@@ -69,6 +69,8 @@ export interface CacheSelfStats {
   otlpAttributes: { hits: number; misses: number; bytes: number };
   /** per-connection attribute memos: spans whose attributes all came from it (hits) or not (misses), fields copied */
   otlpMemo: { hits: number; misses: number; fields: number };
+  /** encoder slabs: hits reused from the free list, misses newly allocated */
+  otlpSlabs: { hits: number; misses: number };
 }
 
 /** One per-workload metric store: workloads held, and dropped by reason. */
@@ -225,12 +227,13 @@ export function selfMetrics(s: SelfSnapshot): SelfMetric[] {
       ['http_heads', c.httpHeads],
       ['otlp_attributes', c.otlpAttributes],
       ['otlp_memo', c.otlpMemo],
+      ['otlp_slabs', c.otlpSlabs],
     ];
     out.push(
       {
         name: 'sidelight.cache.lookups',
         prom: 'sidelight_cache_lookups_total',
-        description: 'Lookups in the bounded per-event caches (decoded strings, HTTP/1 header strings, parsed HTTP/1 heads, encoded span attribute fields, per-connection attribute memos), by cache and outcome.',
+        description: 'Lookups in the bounded per-event caches (decoded strings, HTTP/1 header strings, parsed HTTP/1 heads, encoded span attribute fields, per-connection attribute memos; otlp_slabs: a 64 KiB encoding slab reused or newly allocated), by cache and outcome.',
         unit: '{lookup}',
         kind: 'counter',
         points: lookups.flatMap(([cache, l]) => [p(l.hits, { cache, outcome: 'hit' }), p(l.misses, { cache, outcome: 'miss' })]),

@@ -21,7 +21,7 @@ import {
   ATTR_URL_PATH,
 } from '@opentelemetry/semantic-conventions';
 import type { SidelightSpan } from '../receiver/span.js';
-import { assembleTraceRequest, type EncodedSpan, type SpanWithResource } from './encode.js';
+import { assembleTraceRequest, type EncodedSpan, type RequestBuffer, type SpanWithResource } from './encode.js';
 import { createTransport, displayUrl, isRetryableGrpc, isRetryableHttp, USER_AGENT, type OtlpTransport, type TransportConfig } from './transport.js';
 
 /** Where and how spans are exported: the transport's settings. */
@@ -113,12 +113,17 @@ export function tracePartialSuccess(protocol: TracesExportConfig['protocol'], bo
  * JSON serialised by otlp-transformer; sent by our transport (transport.ts), the answer
  * turned into an ExportOutcome. No retries here: the pipeline owns them.
  */
+/** request buffers kept between exports (each up to a request's size, ~1 MiB by default) */
+const MAX_SPARE_BODIES = 2;
+
 export class OtlpSink implements SpanSink {
   readonly name: string;
   private readonly transport: OtlpTransport;
   private readonly protocol: TracesExportConfig['protocol'];
   /** protobuf (gRPC, HTTP): spans are encoded as they are queued; JSON goes through ReadableSpans */
   readonly preEncoded: boolean;
+  /** request buffers free for the next exportEncoded (one is taken per export in flight) */
+  private readonly spareBodies: RequestBuffer[] = [];
 
   constructor(c: TracesExportConfig, transport: OtlpTransport = createTransport(c, 'traces')) {
     this.name = `otlp ${c.protocol} ${displayUrl(c.url)}`;
@@ -141,12 +146,19 @@ export class OtlpSink implements SpanSink {
   async exportEncoded(items: readonly EncodedSpan[]): Promise<ExportOutcome> {
     if (!this.preEncoded) return { ok: false, retryable: false, code: 'SERIALIZE_ERROR', error: `serialize: ${this.protocol} takes no encoded spans` };
     let body: Uint8Array;
+    // a request buffer is reused only where the transport is done with it at its answer
+    const reuse = this.transport.bodyFreeOnAnswer === true ? (this.spareBodies.pop() ?? {}) : undefined;
     try {
-      body = assembleTraceRequest(items);
+      body = assembleTraceRequest(items, reuse);
     } catch (e) {
+      if (reuse) this.spareBodies.push(reuse);
       return { ok: false, retryable: false, code: 'SERIALIZE_ERROR', error: `serialize: ${(e as Error).message}` };
     }
-    return this.send(body);
+    try {
+      return await this.send(body);
+    } finally {
+      if (reuse && this.spareBodies.length < MAX_SPARE_BODIES) this.spareBodies.push(reuse);
+    }
   }
 
   private async send(body: Uint8Array | undefined): Promise<ExportOutcome> {

@@ -58,6 +58,12 @@ export interface SendResult {
 
 export interface OtlpTransport {
   send(body: Uint8Array): Promise<SendResult>;
+  /**
+   * true: once send() has resolved, nothing reads `body` any more, so the caller may reuse it
+   * (gRPC: grpc-js frames a copy of the message; HTTP with gzip: the compressed copy is sent).
+   * Plain HTTP writes `body` itself, and the answer can come before the write ended.
+   */
+  readonly bodyFreeOnAnswer?: boolean;
   shutdown(): Promise<void>;
 }
 
@@ -116,6 +122,7 @@ function clientIdentityOf(c: TransportConfig): { cert: Buffer; key: Buffer } | u
 }
 
 class GrpcTransport implements OtlpTransport {
+  readonly bodyFreeOnAnswer = true;
   private readonly client: Client;
   private readonly path: string;
   private readonly metadata: Metadata;
@@ -174,6 +181,7 @@ class HttpTransport implements OtlpTransport {
   private readonly url: URL;
   private readonly headers: Record<string, string>;
   private readonly gzip: boolean;
+  readonly bodyFreeOnAnswer: boolean;
   private readonly timeoutMs: number;
   private readonly agent: HttpAgent | HttpsAgent;
   private readonly https: boolean;
@@ -185,6 +193,7 @@ class HttpTransport implements OtlpTransport {
     const id = this.https ? clientIdentityOf(c) : undefined;
     this.agent = this.https ? new HttpsAgent({ keepAlive: true, maxSockets: 2, ...(ca ? { ca } : {}), ...(id ?? {}) }) : new HttpAgent({ keepAlive: true, maxSockets: 2 });
     this.gzip = c.compression === 'gzip';
+    this.bodyFreeOnAnswer = this.gzip;
     this.timeoutMs = c.timeoutMs;
     this.headers = {
       ...c.headers,

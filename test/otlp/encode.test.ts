@@ -2,7 +2,7 @@ import test from 'ava';
 import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
 import { resourceFromAttributes, type Resource } from '@opentelemetry/resources';
 import { toReadableSpan } from '../../src/otlp/convert.js';
-import { assembleTraceRequest, encodeSpan, encodeTraceRequest, kvCacheStats, memoStats, type SpanWithResource } from '../../src/otlp/encode.js';
+import { assembleTraceRequest, encodeSpan, encodeTraceRequest, kvCacheStats, memoStats, type RequestBuffer, type SpanWithResource } from '../../src/otlp/encode.js';
 import type { AttrValue, SidelightSpan } from '../../src/receiver/span.js';
 import { rngUnit } from '../helpers/hostile.js';
 
@@ -121,6 +121,32 @@ test('byte for byte: spans encoded one by one into shared slabs, sizes from a fe
   // each span as the pipeline queues it (encoded now, assembled when the batch goes)
   const encoded = items.map((i) => encodeSpan(i.span, i.resource));
   t.deepEqual(Buffer.from(assembleTraceRequest(encoded)), reference(items));
+});
+
+test('byte for byte: requests assembled into a reused buffer, smaller and larger than the last (it grows, then is reused), two buffers in turn', (t) => {
+  const reuse: RequestBuffer = {};
+  const other: RequestBuffer = {};
+  let grew = 0;
+  let reused = 0;
+  for (const [k, n] of [200, 5, 3000, 1, 3000, 40, 9000, 7].entries()) {
+    const items: SpanWithResource[] = [];
+    for (let i = 0; i < n; i++) items.push({ span: span(k * 10_000 + i, { attributes: { 'url.path': `/r/${k}/${i}`, 'x.pad': 'p'.repeat(i % 97) } }), resource: i % 3 === 0 ? r2 : r1 });
+    const into = k % 3 === 2 ? other : reuse;
+    const before = into.buf;
+    const body = assembleTraceRequest(items.map((i) => encodeSpan(i.span, i.resource)), into);
+    if (before === undefined || into.buf !== before) grew++;
+    else reused++;
+    t.is(body.buffer, into.buf!.buffer, 'a view of the kept buffer');
+    t.deepEqual(Buffer.from(body), reference(items), `request ${k} (${n} spans)`);
+  }
+  t.true(reused >= 3 && grew >= 2, `${reused} reused, ${grew} made or grown`);
+  // without `reuse`: bytes of its own every time
+  const items = [{ span: span(1), resource: r1 }];
+  const a = assembleTraceRequest(items.map((i) => encodeSpan(i.span, i.resource)));
+  const b = assembleTraceRequest(items.map((i) => encodeSpan(i.span, i.resource)));
+  const copy = Buffer.from(b);
+  a.fill(0);
+  t.deepEqual(Buffer.from(b), copy);
 });
 
 test('byte for byte: spans of one source share an attribute memo; repeats, changes at any position, more and fewer keys, arrays, big values, many keys', (t) => {

@@ -258,3 +258,51 @@ test('maxBytes: a batch takes spans up to maxBytes of their encoding (at least o
   t.is(batches.flat().length, 60);
   t.is(p.stats.exported, 60);
 });
+
+test('encoded spans: slabs come back once their batch is done and are refilled; a batch waiting on a retry keeps its bytes; every request byte for byte the reference', async (t) => {
+  const { slabStats, assembleTraceRequest } = await import('../../src/otlp/encode.js');
+  const { ProtobufTraceSerializer } = await import('@opentelemetry/otlp-transformer');
+  const { toReadableSpan } = await import('../../src/otlp/convert.js');
+  const pushed: SidelightSpan[] = [];
+  let next = 0;
+  let attempts = 0;
+  let mismatches = 0;
+  const sink: SpanSink = {
+    name: 'encoded',
+    preEncoded: true,
+    async export() {
+      return { ok: true };
+    },
+    async exportEncoded(items) {
+      attempts++;
+      // while this batch waits, the pipeline encodes more spans (into free slabs)
+      await new Promise((r) => setTimeout(r, 2));
+      const want = ProtobufTraceSerializer.serializeRequest(pushed.slice(next, next + items.length).map((s) => toReadableSpan(s, resource)))!;
+      if (!Buffer.from(assembleTraceRequest(items)).equals(Buffer.from(want))) mismatches++;
+      // every 7th attempt fails retryably: the same items are sent again after the backoff
+      if (attempts % 7 === 0) return { ok: false, retryable: true, code: 'UNAVAILABLE', error: 'try again' };
+      next += items.length;
+      return { ok: true };
+    },
+    async shutdown() {},
+  };
+  const before = { ...slabStats };
+  const p = new ExportPipeline({ maxSpans: 64, delayMs: 5, queueSpans: 100_000, maxInFlight: 1, retryInitialMs: 5, retryMaxMs: 10 }, sink);
+  const N = 4000;
+  for (let i = 0; i < N; i++) {
+    const s = span(i);
+    s.attributes = { i, pad: 'x'.repeat((i * 131) % 1500) };
+    p.push(s, resource);
+    pushed.push(s);
+    if (i % 50 === 49) await new Promise((r) => setTimeout(r, 3));
+  }
+  for (let waited = 0; p.stats.exported < N && waited < 30_000; waited += 20) await new Promise((r) => setTimeout(r, 20));
+  await p.shutdown(1000);
+  t.is(p.stats.exported, N);
+  t.is(next, N);
+  t.is(mismatches, 0, 'every attempt, retries included, sent the bytes of its own spans');
+  t.true(p.stats.retries > 0);
+  const made = slabStats.made - before.made;
+  const reused = slabStats.reused - before.reused;
+  t.true(reused > made, `${made} slabs made, ${reused} reused`);
+});

@@ -138,7 +138,7 @@ test('Prometheus text: the per-event caches, lookups by cache and outcome, entri
   const text = renderPrometheus(
     selfMetrics({
       ...snapshot(),
-      caches: { decode: { hits: 90, misses: 10 }, httpIntern: { hits: 7, misses: 3 }, httpHeads: { hits: 11, misses: 4, stores: 2 }, otlpKeys: { size: 14, full: 2 }, otlpAttributes: { hits: 500, misses: 40, bytes: 4096 }, otlpMemo: { hits: 30, misses: 6, fields: 300 } },
+      caches: { decode: { hits: 90, misses: 10 }, httpIntern: { hits: 7, misses: 3 }, httpHeads: { hits: 11, misses: 4, stores: 2 }, otlpKeys: { size: 14, full: 2 }, otlpAttributes: { hits: 500, misses: 40, bytes: 4096 }, otlpMemo: { hits: 30, misses: 6, fields: 300 }, otlpSlabs: { hits: 70, misses: 5 } },
     }),
   );
   const lines = text.split('\n');
@@ -154,6 +154,8 @@ test('Prometheus text: the per-event caches, lookups by cache and outcome, entri
     'sidelight_cache_lookups_total{cache="otlp_attributes",outcome="miss"} 40',
     'sidelight_cache_lookups_total{cache="otlp_memo",outcome="hit"} 30',
     'sidelight_cache_lookups_total{cache="otlp_memo",outcome="miss"} 6',
+    'sidelight_cache_lookups_total{cache="otlp_slabs",outcome="hit"} 70',
+    'sidelight_cache_lookups_total{cache="otlp_slabs",outcome="miss"} 5',
     'sidelight_cache_entries{cache="otlp_keys"} 14',
     'sidelight_cache_bypassed_total{cache="otlp_keys"} 2',
     'sidelight_cache_size_bytes{cache="otlp_attributes"} 4096',
