@@ -154,6 +154,8 @@ export class ServiceGraph {
   /** SERVER spans by parent span id, waiting for their client */
   private readonly servers = new Map<string, End>();
   private readonly edges = new Map<string, Edge>();
+  /** the same edges (not the overflow one) by client, server, connection type: found without building the key */
+  private readonly index = new Map<string, Map<string, Map<string, Edge>>>();
   readonly stats: ServiceGraphStats = { requests: 0, paired: 0, virtual: 0, pendingDropped: 0, overflowed: 0 };
 
   /** `resource`: the one the edges are exported under; `now`: wall clock, ms (tests). */
@@ -245,28 +247,38 @@ export class ServiceGraph {
   }
 
   private record(client: string, server: string, connectionType: string, failed: boolean, clientSec: number | undefined, serverSec: number | undefined, now: number): void {
-    let key = `${client}\u0000${server}\u0000${connectionType}`;
-    let e = this.edges.get(key);
+    let e = this.index.get(client)?.get(server)?.get(connectionType);
     if (!e) {
-      const overflow = this.edges.size >= this.opts.maxEdges;
-      if (overflow) {
-        key = OVERFLOW_ATTRIBUTE;
-        e = this.edges.get(key);
-      }
+      let key = `${client}\u0000${server}\u0000${connectionType}`;
+      e = this.edges.get(key);
       if (!e) {
-        e = {
-          client: overflow ? '' : client,
-          server: overflow ? '' : server,
-          connectionType: overflow ? '' : connectionType,
-          overflow,
-          requests: 0,
-          failed: 0,
-          clientSeconds: newHistogram(),
-          serverSeconds: newHistogram(),
-          start: hrNow(now),
-          lastUnixMs: now,
-        };
-        this.edges.set(key, e);
+        const overflow = this.edges.size >= this.opts.maxEdges;
+        if (overflow) {
+          key = OVERFLOW_ATTRIBUTE;
+          e = this.edges.get(key);
+        }
+        if (!e) {
+          e = {
+            client: overflow ? '' : client,
+            server: overflow ? '' : server,
+            connectionType: overflow ? '' : connectionType,
+            overflow,
+            requests: 0,
+            failed: 0,
+            clientSeconds: newHistogram(),
+            serverSeconds: newHistogram(),
+            start: hrNow(now),
+            lastUnixMs: now,
+          };
+          this.edges.set(key, e);
+        }
+      }
+      if (!e.overflow) {
+        let byServer = this.index.get(client);
+        if (!byServer) this.index.set(client, (byServer = new Map()));
+        let byType = byServer.get(server);
+        if (!byType) byServer.set(server, (byType = new Map()));
+        byType.set(connectionType, e);
       }
     }
     if (e.overflow) this.stats.overflowed++;

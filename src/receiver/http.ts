@@ -34,6 +34,7 @@ import { h2cUpgrade, type H2cUpgrade, type Http2Stats } from './http2.js';
 import { Direction } from './layout.js';
 import type { RouteTemplater } from './routes.js';
 import type { AttrValue, ProcessRef, SidelightSpan } from './span.js';
+import { Fifo } from './fifo.js';
 import { addConnAttributes, exportedQuery, setMethod, withIds } from './spanbuild.js';
 import type { TraceCtx, TraceRegistry, Tuple } from './trace.js';
 
@@ -120,7 +121,7 @@ export class HttpConnection {
   private readonly stats: HttpStats;
   private readonly req: Http1Parser;
   private readonly resp: Http1Parser;
-  private readonly pending: Pending[] = [];
+  private readonly pending = new Fifo<Pending>();
   /** head of the response message in progress (1xx heads are not paired) */
   private respHead: HttpHead | undefined;
   private lastProcess: ProcessRef | undefined;
@@ -162,7 +163,7 @@ export class HttpConnection {
     // the earlier responses of the same push(): `ahead` counts those final response heads.
     this.resp = new Http1Parser({
       kind: 'response',
-      requestMethod: () => this.pending[this.ahead++]?.head.method,
+      requestMethod: () => this.pending.at(this.ahead++)?.head.method,
     });
   }
 
@@ -198,7 +199,8 @@ export class HttpConnection {
    */
   expire(nowMono: bigint): void {
     const limit = this.timeoutNs;
-    for (const p of this.pending) {
+    for (let i = 0; i < this.pending.length; i++) {
+      const p = this.pending.at(i)!;
       if (p.expired || p.response || nowMono - p.start < limit) continue;
       p.expired = true;
       this.stats.timeouts++;
@@ -213,7 +215,12 @@ export class HttpConnection {
 
   onData(ev: KernelEvent): void {
     const chunk: Chunk = { data: ev.data, length: ev.ret, tsStart: ev.tsStart, tsEnd: ev.tsEnd };
-    const proc: ProcessRef = { tgid: ev.tgid, tid: ev.tid, comm: ev.comm, cgroupId: ev.cgroupId };
+    // the same thread as the last chunk (keep-alive): its ProcessRef again (spans only read it)
+    const last = this.lastProcess;
+    const proc: ProcessRef =
+      last !== undefined && last.tid === ev.tid && last.tgid === ev.tgid && last.comm === ev.comm && last.cgroupId === ev.cgroupId
+        ? last
+        : { tgid: ev.tgid, tid: ev.tid, comm: ev.comm, cgroupId: ev.cgroupId };
     this.lastProcess = proc;
     this.currentTid = ev.tid;
     if (this.isRequestDirection(ev.direction)) {
@@ -234,7 +241,8 @@ export class HttpConnection {
   onClose(reason: CloseReason = 'connection_closed', endMono: bigint = this.clock.nowMono()): void {
     if (this.req.inMessage && this.lastProcess) this.onRequestEvents(this.req.finish('close'), this.lastProcess);
     if (this.resp.inMessage) this.onResponseEvents(this.resp.finish('close'));
-    for (const p of this.pending) {
+    for (let i = 0; i < this.pending.length; i++) {
+      const p = this.pending.at(i)!;
       if (p.expired) continue;
       this.stats.unanswered++;
       this.endUnanswered(p, endMono > p.start ? endMono : p.start, reason);
@@ -244,7 +252,7 @@ export class HttpConnection {
     } else {
       this.traces.clientClosed(this.tuple());
     }
-    this.pending.length = 0;
+    this.pending.clear();
   }
 
   /** the connection's tuple: one object (info never changes), so trace.ts's link-key memo holds */
@@ -284,7 +292,11 @@ export class HttpConnection {
         });
         this.claimInjection(ctx, proc.tid, e.tsStart, e.ts);
       } else if (e.type === 'end') {
-        const p = this.pending.find((x) => !x.requestEnded);
+        let p: Pending | undefined;
+        for (let i = 0; i < this.pending.length && p === undefined; i++) {
+          const x = this.pending.at(i)!;
+          if (!x.requestEnded) p = x;
+        }
         if (p) {
           p.requestEnded = true;
           p.requestBodyBytes = e.bodyBytes;
@@ -302,7 +314,7 @@ export class HttpConnection {
         const status = e.head.status ?? 0;
         if (status < 100 || status >= 200) this.ahead = Math.max(0, this.ahead - 1);
         if (status >= 100 && status < 200 && status !== 101) continue; // informational
-        const p = this.pending[0];
+        const p = this.pending.at(0);
         if (p) p.response = e.head;
         else this.stats.unmatchedResponses++;
       } else if (e.type === 'end') {
@@ -310,7 +322,7 @@ export class HttpConnection {
         this.respHead = undefined;
         const status = head?.status ?? 0;
         if (status >= 100 && status < 200 && status !== 101) continue;
-        const p = this.pending[0];
+        const p = this.pending.at(0);
         if (!p || !p.response || p.response !== head) continue;
         this.pending.shift();
         if (p.expired) {
