@@ -199,7 +199,7 @@ class Writer {
     this.ensure(n);
     const buf = this.buf;
     let p = this.pos;
-    for (let i = 0, o = 0; o < n; i += 2, o++) buf[p++] = ((hexVal(h.charCodeAt(i)) << 4) | hexVal(h.charCodeAt(i + 1))) & 0xff;
+    for (let i = 0, o = 0; o < n; i += 2, o++) buf[p++] = (HEX_VALUE[h.charCodeAt(i) & 0xff]! << 4) | HEX_VALUE[h.charCodeAt(i + 1) & 0xff]!;
     this.pos = p;
   }
 
@@ -232,11 +232,12 @@ class Writer {
 }
 
 /** hexToBinary's digit value (no validation: other characters give what it gives) */
-function hexVal(c: number): number {
-  if (c >= 48 && c <= 57) return c - 48;
-  if (c >= 97 && c <= 102) return c - 87;
-  return c - 55;
-}
+/** a hex digit's value by its char code (what the old branchy hexVal gave for non-digits: c - 55, masked) */
+const HEX_VALUE = (() => {
+  const t = new Uint8Array(256);
+  for (let c = 0; c < 256; c++) t[c] = (c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : c - 55) & 0x0f;
+  return t;
+})();
 
 function writeAnyValue(w: Writer, value: unknown): void {
   const t = typeof value;

@@ -20,7 +20,7 @@
  * Lifetime: created at agent start; shutdown() flushes within a deadline, then stops the
  * sink. Timers are unref'd. Single-threaded (main thread).
  */
-import type { Resource } from '@opentelemetry/resources';
+import { emptyResource, type Resource } from '@opentelemetry/resources';
 import type { SidelightSpan } from '../receiver/span.js';
 import { toReadableSpan } from './convert.js';
 import { encodeSpanTo, releaseEncoded, type EncodedSpan } from './encode.js';
@@ -88,6 +88,13 @@ interface Item extends EncodedSpan {
 }
 
 const NO_BYTES = Buffer.alloc(0);
+/**
+ * Items of finished batches kept for the next spans (bounded): a queued span waits for its
+ * batch long enough (~0.1–1 s) to outlive a young-generation GC or two, so fresh items were
+ * promoted and then collected by full GCs; reused ones stay put.
+ */
+const FREE_ITEMS_MAX = 8192;
+const NO_RESOURCE = emptyResource();
 
 /**
  * A cheap size estimate of a span once encoded (OTLP protobuf is close to this): fixed
@@ -106,6 +113,7 @@ export class ExportPipeline {
   private readonly opts: PipelineOptions;
   private readonly sink: SpanSink;
   private queue: Item[] = [];
+  private readonly freeItems: Item[] = [];
   private queuedBytes = 0;
   private lastPartialLog = -Infinity;
   private partialSuppressed = 0;
@@ -157,10 +165,15 @@ export class ExportPipeline {
     }
     let item: Item;
     if (this.sink.preEncoded) {
-      item = { span: undefined, resource, chunk: NO_BYTES, off: 0, len: 0, slab: undefined, bytes: 0 };
+      const free = this.freeItems.pop();
+      if (free) {
+        item = free;
+        item.resource = resource;
+      } else item = { span: undefined, resource, chunk: NO_BYTES, off: 0, len: 0, slab: undefined, bytes: 0 };
       try {
         encodeSpanTo(span, item);
       } catch (err) {
+        this.recycle(item);
         this.stats.droppedExportFailed++;
         this.stats.lastError = `serialize: ${(err as Error).message}`;
         this.logLimited(`export to ${this.sink.name}: a span could not be encoded and was dropped: ${(err as Error).message}`);
@@ -172,7 +185,7 @@ export class ExportPipeline {
     }
     if (this.opts.queueBytes !== undefined && this.queuedBytes + item.bytes > this.opts.queueBytes) {
       this.stats.droppedQueueBytes++;
-      releaseEncoded(item);
+      this.recycle(item);
       return;
     }
     this.queuedBytes += item.bytes;
@@ -274,9 +287,18 @@ export class ExportPipeline {
         delay = Math.min(delay * 2, maxDelay);
       }
       // exported or dropped: nothing reads these spans' bytes again (their slabs may be reused)
-      for (const i of batch) releaseEncoded(i);
+      for (const i of batch) this.recycle(i);
       if (!this.batchReady() && !this.closed) return;
     }
+  }
+
+  /** `item` is done with: its slab may be reused, and the item itself (no reference kept in it) */
+  private recycle(item: Item): void {
+    releaseEncoded(item);
+    item.span = undefined;
+    item.chunk = NO_BYTES;
+    item.resource = NO_RESOURCE;
+    if (this.sink.preEncoded === true && this.freeItems.length < FREE_ITEMS_MAX) this.freeItems.push(item);
   }
 
   private observeLatency(seconds: number): void {

@@ -63,17 +63,20 @@ export function formatTraceparent(traceId: string, spanId: string, flags: number
 
 const pool = Buffer.alloc(4096);
 let poolOff = pool.length;
+/** `pool` as hex, made once per refill: an id is a slice of it (one toString per ~300 ids, not per id) */
+let poolHex = '';
 
 /** Random bytes from a CSPRNG as lowercase hex, never all zero. */
 export function randomId(bytes: 8 | 16): string {
   for (;;) {
     if (poolOff + bytes > pool.length) {
       randomFillSync(pool);
+      poolHex = pool.toString('hex');
       poolOff = 0;
     }
     const from = poolOff;
     poolOff += bytes;
-    for (let i = from; i < poolOff; i++) if (pool[i] !== 0) return pool.toString('hex', from, poolOff);
+    for (let i = from; i < poolOff; i++) if (pool[i] !== 0) return poolHex.slice(2 * from, 2 * poolOff);
   }
 }
 
