@@ -19,6 +19,8 @@ export class MonotonicClock {
   private offsetNs = 0n;
   private measuredAt = 0;
   private readonly refreshMs: number;
+  /** CLOCK_MONOTONIC ns after which toUnixNs re-measures (compared with its argument: no clock read per call) */
+  private refreshAtMono = 0n;
 
   constructor(refreshMs = 60_000) {
     this.refreshMs = refreshMs;
@@ -61,11 +63,16 @@ export class MonotonicClock {
     if (best >= 0n) this.offsetNs = bestOffset;
     else if (this.measuredAt === 0) this.offsetNs = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
     this.measuredAt = at || Date.now();
+    this.refreshAtMono = process.hrtime.bigint() + BigInt(this.refreshMs) * 1_000_000n;
   }
 
-  /** Unix epoch nanoseconds for a CLOCK_MONOTONIC nanosecond timestamp. */
+  /**
+   * Unix epoch nanoseconds for a CLOCK_MONOTONIC nanosecond timestamp. Re-measures first when
+   * the timestamp is more than refreshMs past the last measurement (timestamps are recent: the
+   * kernel's, of what just happened), without reading a clock on every call.
+   */
   toUnixNs(monoNs: bigint): bigint {
-    if (Date.now() - this.measuredAt > this.refreshMs) this.measure();
+    if (monoNs > this.refreshAtMono) this.measure();
     return monoNs + this.offsetNs;
   }
 

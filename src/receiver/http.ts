@@ -444,7 +444,8 @@ export interface Target {
 export function parseTarget(target: string): Target {
   let rest = target;
   let authority: string | undefined;
-  const abs = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/([^/?#]*)(.*)$/.exec(target);
+  // origin-form (nearly every request) cannot match the absolute-form pattern: no regex run
+  const abs = target.charCodeAt(0) === 0x2f ? null : /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/([^/?#]*)(.*)$/.exec(target);
   if (abs) {
     authority = (abs[1] ?? '').replace(/^.*@/, ''); // never keep userinfo
     rest = abs[2] || '/';

@@ -127,15 +127,18 @@ export class SdkProcesses {
   }
 
   /** Whether `tgid` exports its own spans (traffic seen within ttlMs, or the receiver says so). */
-  isSdk(tgid: number, now = Date.now()): boolean {
+  isSdk(tgid: number, at?: number): boolean {
     const e = this.table.get(tgid);
+    const lookup = this.opts.receiverLookup;
+    if (e === undefined && lookup === undefined) return false; // the common case: no clock read
+    const now = at ?? Date.now();
     if (e) {
       if (now - e.at <= this.opts.ttlMs) return true;
       this.table.delete(tgid);
       this.stats.expired++;
       this.stats.processes = this.table.size;
     }
-    if (this.opts.receiverLookup?.(tgid, now)) {
+    if (lookup?.(tgid, now)) {
       this.note(tgid, 'receiver', now);
       return true;
     }
@@ -143,7 +146,7 @@ export class SdkProcesses {
   }
 
   /** Whether to drop `s`: a SERVER/CLIENT (not DNS) span of a process that exports its own. Counted. */
-  suppress(s: SidelightSpan, now = Date.now()): boolean {
+  suppress(s: SidelightSpan, now?: number): boolean {
     if (!isHopSpan(s) || !this.isSdk(s.process.tgid, now)) return false;
     this.stats.deduplicated++;
     return true;

@@ -16,3 +16,20 @@ test('kernel (monotonic) timestamps convert to the system clock, and re-measurin
   const spread = offsets.reduce((a, b) => (b > a ? b : a)) - offsets.reduce((a, b) => (b < a ? b : a));
   t.true(spread < 200_000n, `offsets spread ${spread} ns`);
 });
+
+test('toUnixNs re-measures once a timestamp is past refreshMs since the last measurement, not before', async (t) => {
+  const c = new MonotonicClock(20);
+  let measured = 0;
+  const orig = c.measure.bind(c);
+  c.measure = () => {
+    measured++;
+    orig();
+  };
+  c.toUnixNs(process.hrtime.bigint());
+  t.is(measured, 0, 'a timestamp from right after the first measurement');
+  await new Promise((r) => setTimeout(r, 30));
+  c.toUnixNs(process.hrtime.bigint());
+  t.is(measured, 1, 'a timestamp 30 ms later');
+  c.toUnixNs(process.hrtime.bigint());
+  t.is(measured, 1, 'and not again right after');
+});
