@@ -203,7 +203,7 @@ export function renderResults(r: Results, linkPrefix: string): string {
     L.push('');
     L.push(
       "Visible after end = when the Collector's file exporter output first covered the span (file size sampled every 20 ms; " +
-        "the exporter flushes every 20 ms) minus the span's end time: the agent's ring-buffer poll (100 ms) and batching (512 spans " +
+        "the exporter flushes every 20 ms) minus the span's end time: the agent's ring-buffer poll (100 ms) and batching (2048 spans, 2 MiB " +
         'or 1 s), the gRPC export and the Collector; it overstates by up to ~40 ms. SERVER/CLIENT spans count those whose server.port is the origin.',
     );
     L.push('');
