@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <initializer_list>
 #include <new>
 
 #include "errors.h"
@@ -76,9 +77,9 @@ namespace {
 // (napi_fatal_exception), as from an EventEmitter listener: letting it propagate out of a
 // ThreadSafeFunction callback would only print a deprecation warning and lose it
 // (Node-API < 10 does not enforce the uncaught-exception policy).
-void Deliver(Napi::Env env, Napi::FunctionReference& fn, napi_value arg) {
+void Deliver(Napi::Env env, Napi::FunctionReference& fn, std::initializer_list<napi_value> args) {
   try {
-    fn.Call({arg});
+    fn.Call(args);
   } catch (const Napi::Error& e) {
     napi_fatal_exception(env, e.Value());
   }
@@ -93,7 +94,7 @@ void CallJs(Napi::Env env, Napi::Function /*unused*/, PollContext* ctx, PollMsg*
   if (ctx->cancelled->load()) return;
   if (msg->err != 0) {
     Napi::Error e = MakeError(env, "ringbuf", ctx->map_name, msg->err);
-    Deliver(env, ctx->on_error, e.Value());
+    Deliver(env, ctx->on_error, {e.Value()});
     return;
   }
   BatchPool& pool = *ctx->pool;
@@ -114,11 +115,7 @@ void CallJs(Napi::Env env, Napi::Function /*unused*/, PollContext* ctx, PollMsg*
     if (len > 0) std::memcpy(ab.Data(), msg->heap.get(), len);
   }
   msg.reset();
-  try {
-    ctx->on_batch.Call({ab, Napi::Number::New(env, static_cast<double>(len))});
-  } catch (const Napi::Error& e) {
-    napi_fatal_exception(env, e.Value());
-  }
+  Deliver(env, ctx->on_batch, {ab, Napi::Number::New(env, static_cast<double>(len))});
 }
 
 std::unique_ptr<Poller> Poller::Start(Napi::Env env, int map_fd, const std::string& map_name,

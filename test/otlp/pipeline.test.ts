@@ -1,6 +1,9 @@
 import test from 'ava';
+import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import { toReadableSpan } from '../../src/otlp/convert.js';
+import { assembleTraceRequest, slabStats } from '../../src/otlp/encode.js';
 import { estimateSpanBytes, ExportPipeline } from '../../src/otlp/pipeline.js';
 import { isRetryable, type ExportOutcome, type SpanSink } from '../../src/otlp/sinks.js';
 import type { SidelightSpan } from '../../src/receiver/span.js';
@@ -20,6 +23,19 @@ class RecordingSink implements SpanSink {
 }
 
 const resource = resourceFromAttributes({ 'service.name': 's' });
+
+/** A sink that takes spans encoded when queued (as the OTLP sink over protobuf does). */
+function encodedSink(exportEncoded: NonNullable<SpanSink['exportEncoded']>): SpanSink {
+  return {
+    name: 'encoded',
+    preEncoded: true,
+    async export() {
+      return { ok: true };
+    },
+    exportEncoded,
+    async shutdown() {},
+  };
+}
 function span(i: number): SidelightSpan {
   return {
     kind: 'server',
@@ -226,18 +242,10 @@ test('maxInFlight 1 (the default): one export at a time', async (t) => {
 
 test('maxBytes: a batch takes spans up to maxBytes of their encoding (at least one), in order, each once; a full byte budget sends at once', async (t) => {
   const batches: Array<Array<{ len: number }>> = [];
-  const sink: SpanSink = {
-    name: 'encoded',
-    preEncoded: true,
-    async export() {
-      return { ok: true };
-    },
-    async exportEncoded(items) {
-      batches.push(items.map((i) => ({ len: i.len })));
-      return { ok: true };
-    },
-    async shutdown() {},
-  };
+  const sink = encodedSink(async (items) => {
+    batches.push(items.map((i) => ({ len: i.len })));
+    return { ok: true };
+  });
   // spans of very different sizes; one alone is larger than maxBytes
   const sizes = Array.from({ length: 60 }, (_, i) => (i === 17 ? 5000 : 20 + ((i * 37) % 400)));
   const p = new ExportPipeline({ maxSpans: 1000, maxBytes: 2048, delayMs: 10_000, queueSpans: 1000 }, sink);
@@ -260,32 +268,21 @@ test('maxBytes: a batch takes spans up to maxBytes of their encoding (at least o
 });
 
 test('encoded spans: slabs come back once their batch is done and are refilled; a batch waiting on a retry keeps its bytes; every request byte for byte the reference', async (t) => {
-  const { slabStats, assembleTraceRequest } = await import('../../src/otlp/encode.js');
-  const { ProtobufTraceSerializer } = await import('@opentelemetry/otlp-transformer');
-  const { toReadableSpan } = await import('../../src/otlp/convert.js');
   const pushed: SidelightSpan[] = [];
   let next = 0;
   let attempts = 0;
   let mismatches = 0;
-  const sink: SpanSink = {
-    name: 'encoded',
-    preEncoded: true,
-    async export() {
-      return { ok: true };
-    },
-    async exportEncoded(items) {
-      attempts++;
-      // while this batch waits, the pipeline encodes more spans (into free slabs)
-      await new Promise((r) => setTimeout(r, 2));
-      const want = ProtobufTraceSerializer.serializeRequest(pushed.slice(next, next + items.length).map((s) => toReadableSpan(s, resource)))!;
-      if (!Buffer.from(assembleTraceRequest(items)).equals(Buffer.from(want))) mismatches++;
-      // every 7th attempt fails retryably: the same items are sent again after the backoff
-      if (attempts % 7 === 0) return { ok: false, retryable: true, code: 'UNAVAILABLE', error: 'try again' };
-      next += items.length;
-      return { ok: true };
-    },
-    async shutdown() {},
-  };
+  const sink = encodedSink(async (items) => {
+    attempts++;
+    // while this batch waits, the pipeline encodes more spans (into free slabs)
+    await new Promise((r) => setTimeout(r, 2));
+    const want = ProtobufTraceSerializer.serializeRequest(pushed.slice(next, next + items.length).map((s) => toReadableSpan(s, resource)))!;
+    if (!Buffer.from(assembleTraceRequest(items)).equals(Buffer.from(want))) mismatches++;
+    // every 7th attempt fails retryably: the same items are sent again after the backoff
+    if (attempts % 7 === 0) return { ok: false, retryable: true, code: 'UNAVAILABLE', error: 'try again' };
+    next += items.length;
+    return { ok: true };
+  });
   const before = { ...slabStats };
   const p = new ExportPipeline({ maxSpans: 64, delayMs: 5, queueSpans: 100_000, maxInFlight: 1, retryInitialMs: 5, retryMaxMs: 10 }, sink);
   const N = 4000;
