@@ -91,7 +91,7 @@ export const CONFIG = {
   retryBudgetSeconds: 240,
 };
 for (const [k, v] of Object.entries(CONFIG)) {
-  if (typeof v === 'number' && !(v > 0) && k !== 'warmupSeconds' && k !== 'waitQuietSeconds' && k !== 'retries') throw new Error(`--${k}: must be a positive number, got ${v}`);
+  if (typeof v === 'number' && !(v > 0) && k !== 'warmupSeconds' && k !== 'targetWarmupSeconds' && k !== 'waitQuietSeconds' && k !== 'retries') throw new Error(`--${k}: must be a positive number, got ${v}`);
 }
 const RATEGEN = join(opt.tools!, 'rategen');
 const SOCKPUMP = join(opt.tools!, 'sockpump');
