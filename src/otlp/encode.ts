@@ -655,7 +655,12 @@ function newSlab(): void {
 
 function closeSlab(s: Slab): void {
   s.open = false;
-  if (s.live === 0 && s.buf.length === SLAB && freeSlabs.length < SLAB_POOL) freeSlabs.push(s.buf);
+  freeIfDone(s);
+}
+
+/** a full slab none of whose spans is queued any more goes to the free list (a grown one does not) */
+function freeIfDone(s: Slab): void {
+  if (s.live === 0 && !s.open && s.buf.length === SLAB && freeSlabs.length < SLAB_POOL) freeSlabs.push(s.buf);
 }
 
 /** The pipeline is done with `item` (its batch was exported or dropped): its slab may be reused. Idempotent. */
@@ -663,7 +668,8 @@ export function releaseEncoded(item: EncodedSpan): void {
   const s = item.slab;
   if (s === undefined) return;
   item.slab = undefined;
-  if (--s.live === 0 && !s.open && s.buf.length === SLAB && freeSlabs.length < SLAB_POOL) freeSlabs.push(s.buf);
+  s.live--;
+  freeIfDone(s);
 }
 
 /** `span` as a `spans = 2` field (ids filled in place where missing, as toReadableSpan does). */
