@@ -11,7 +11,9 @@
  * it attached. Phases: warm-up round (discarded), throughput rounds (wrk, closed loop), fixed-rate
  * rounds (rategen at 50% of A's median throughput, latency from the intended send time), a
  * targets phase (B alone at 10k and 20k rps, exporting to the Collector's file exporter to
- * measure when spans become visible, RSS and drops), an optional CPU profile of the agent, and
+ * measure when spans become visible, RSS and drops), a tail phase (B at the low rate with the agent
+ * and the Collector at normal, then idle (cgroup cpu.idle), CPU priority: where B's p99 comes from), an optional
+ * CPU profile of the agent, and
  * the micro-benchmarks (bench/micro, and the hook floor: empty tp_btf sys_enter/sys_exit programs
  * under the CONFIG.lowRate load, bench/lib/floor.ts). Writes results.json, results.md, machine.md
  * and a chart.
@@ -20,7 +22,7 @@
  * (killed by pid on exit or on SIGINT/SIGTERM).
  */
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmdirSync, rmSync, statSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { cpus, freemem, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -72,6 +74,8 @@ export const CONFIG = {
   targetSeconds: SMOKE ? 1.5 : 10,
   /** the targets agent's warm-up at the first rate, not measured: V8 compiles the hot paths once per agent process */
   targetWarmupSeconds: SMOKE ? 0 : 5,
+  /** tail phase: rounds of B at lowRate with the agent and the Collector at normal, then idle (cgroup cpu.idle), CPU priority */
+  tailRounds: SMOKE ? 1 : 3,
   profile: !SMOKE && opt['no-profile'] !== true,
   profileRate: 10_000,
   profileSeconds: 8,
@@ -158,7 +162,9 @@ export interface AgentMetrics {
 
 export interface ArmRun {
   arm: Arm;
-  phase: 'warmup' | 'throughput' | 'fixed' | 'low' | 'target' | 'profile';
+  phase: 'warmup' | 'throughput' | 'fixed' | 'low' | 'target' | 'profile' | 'tail';
+  /** tail phase: the agent and the Collector ran in a cgroup with cpu.idle = 1 (idle) or where they were (normal) */
+  sched?: 'normal' | 'idle';
   round: number;
   /** requests the server answered in the measurement window (warm-up included for fixed rate) */
   requests: number;
@@ -799,6 +805,83 @@ async function targetsPhase(): Promise<ArmRun[]> {
   return out;
 }
 
+/**
+ * A CPU cgroup with cpu.idle = 1 (cgroup v2, or the v1 cpu controller), for the tail phase:
+ * its threads run only when no other group's thread wants the CPU, and are preempted the
+ * moment one wakes. What systemd's CPUWeight=idle sets for a unit. Removed by remove().
+ */
+function idleCgroup(): { procs: string; move(pid: number): void; restore(pid: number): void; remove(): void } {
+  const v1 = existsSync('/sys/fs/cgroup/cpu/cgroup.procs');
+  const root = v1 ? '/sys/fs/cgroup/cpu' : '/sys/fs/cgroup';
+  if (!v1) {
+    if (!existsSync('/sys/fs/cgroup/cgroup.subtree_control')) throw new Error('no cgroup v2 hierarchy and no v1 cpu controller at /sys/fs/cgroup');
+    if (!readFileSync('/sys/fs/cgroup/cgroup.subtree_control', 'utf8').split(/\s+/).includes('cpu')) writeFileSync('/sys/fs/cgroup/cgroup.subtree_control', '+cpu');
+  }
+  const dir = join(root, `sl-bench-idle-${process.pid}`);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'cpu.idle'), '1');
+  const procs = join(dir, 'cgroup.procs');
+  const home = new Map<number, string>();
+  return {
+    procs,
+    move(pid: number): void {
+      // the process's own cpu cgroup, to return it there (v1: the "cpu" line; v2: the "0::" line)
+      const line = readFileSync(`/proc/${pid}/cgroup`, 'utf8').split('\n').find((l) => (v1 ? /^\d+:([^:]*,)?cpu(,[^:]*)?:/.test(l) : l.startsWith('0::')));
+      home.set(pid, join(root, line?.slice(line.indexOf(':', line.indexOf(':') + 1) + 1) ?? '/', 'cgroup.procs'));
+      writeFileSync(procs, String(pid));
+    },
+    restore(pid: number): void {
+      const back = home.get(pid);
+      if (back) writeFileSync(back, String(pid));
+    },
+    remove(): void {
+      try {
+        rmdirSync(dir);
+      } catch {
+        /* still has members (an agent that did not exit): left for the next boot */
+      }
+    },
+  };
+}
+
+/**
+ * Where B's tail latency at the low rate comes from (a measured reason for the p99 target):
+ * B again, a fresh agent per run, once as in the rounds and once with the agent and the
+ * Collector in a cgroup with cpu.idle = 1 (idleCgroup), so that the application's threads take
+ * a CPU the moment they wake instead of waiting out a running agent or Collector thread's time
+ * slice. Same work and spans either way: if the idle runs' p99 falls back towards A's, B's
+ * tail is CPU contention on the 2 vCPUs, not time spent in the probes.
+ */
+async function tailPhase(): Promise<ArmRun[]> {
+  const rate = CONFIG.lowRate;
+  log(`tail: B at ${rate} rps, agent and Collector at normal then idle CPU priority (a cgroup with cpu.idle = 1), ${CONFIG.tailRounds} round(s)`);
+  const out: ArmRun[] = [];
+  const cg = idleCgroup();
+  try {
+    for (let round = 1; round <= CONFIG.tailRounds; round++) {
+      for (const sched of ['normal', 'idle'] as const) {
+        // the agent joins the cgroup before it execs, so every thread it starts is in it
+        const wrap = sched === 'idle' ? ['sh', '-c', `echo $$ > ${cg.procs} && exec "$@"`, 'sh'] : [];
+        const agent = await startAgent({ dir: WORK, name: `tail-${sched}`, endpoint: collector.grpcEndpoint, wrap });
+        try {
+          if (sched === 'idle') cg.move(collector.pid);
+          await sleep(300);
+          const run = await runArm({ arm: 'B', phase: 'tail', round, agent, load: { kind: 'rate', rate, seconds: CONFIG.rateSeconds, warmup: Math.min(CONFIG.rateWarmupSeconds, CONFIG.rateSeconds / 4) } });
+          run.sched = sched;
+          out.push(run);
+          log(`tail r${round} B, ${sched} priority: p99 ${run.rate!.p99Us.toFixed(0)} µs`);
+        } finally {
+          if (sched === 'idle') cg.restore(collector.pid);
+          await agent.stop();
+        }
+      }
+    }
+  } finally {
+    cg.remove();
+  }
+  return out;
+}
+
 /** Runs that were repeated because other processes used the machine meanwhile (kept in results.json). */
 const discarded: ArmRun[] = [];
 
@@ -877,6 +960,12 @@ async function main(): Promise<void> {
     return [] as ArmRun[];
   });
   runs.push(...targets);
+  const tail = await tailPhase().catch((e: unknown) => {
+    errors.push(`tail phase: ${(e as Error).stack ?? String(e)}`);
+    log(errors.at(-1)!);
+    return [] as ArmRun[];
+  });
+  runs.push(...tail);
   const profile = CONFIG.profile
     ? await profilePhase().catch((e: unknown) => {
         errors.push(`profile phase: ${(e as Error).stack ?? String(e)}`);

@@ -4,6 +4,7 @@
  */
 import type { AgentSummary, Arm, ArmRun, LatencySummary, Results } from '../bench.js';
 import type { FloorPair, HookFloor } from './floor.js';
+import { median } from './util.js';
 
 const ARMS: Arm[] = ['A', 'B', 'C', 'D'];
 const NAMES: Record<Arm, string> = {
@@ -274,11 +275,38 @@ export function renderResults(r: Results, linkPrefix: string): string {
         `${floor && floorUs > budgetUs * (1 / 0.95 - 1) ? 'less than the hook floor alone' : 'less than one span at the CPU target'}: ` +
         `the throughput, p99-at-50%-load and CPU-per-span targets contradict each other on ${r.machine.nproc} vCPUs where the agent ` +
         `exports every span of a ${f(s.arms.A.rpsMedian)}-rps server. At the fixed ${f(r.meta.fixedRate)} rps, exporting every span at the measured cost takes ` +
-        `${f((r.meta.fixedRate * 2 * bL.cpuUsPerSpan) / 1e6, 2)} CPUs on top of the application's. The BPF target (≤ 0.5 µs) is below the hook floor itself` +
-        `${floor ? ` (${f(floor.empty.nsPerRequest)} ns: ${f(floor.empty.runsPerRequest, 1)} program runs per request × ${f(floor.empty.nsPerRun, 1)} ns)` : ''}. ` +
+        `${f((r.meta.fixedRate * 2 * bL.cpuUsPerSpan) / 1e6, 2)} CPUs on top of the application's. ` +
+        (floor && floor.empty.nsPerRequest > 500
+          ? `The BPF target (≤ 0.5 µs) is below the hook floor itself (${f(floor.empty.nsPerRequest)} ns: ${f(floor.empty.runsPerRequest, 1)} program runs per request × ${f(floor.empty.nsPerRun, 1)} ns). `
+          : `The BPF target (≤ 0.5 µs) leaves ${floor ? `${f(500 - floor.empty.nsPerRequest)} ns above the hook floor (${f(floor.empty.nsPerRequest)} ns: ${f(floor.empty.runsPerRequest, 1)} program runs per request × ${f(floor.empty.nsPerRun, 1)} ns) ` : 'little above the hook floor '}` +
+            `for deciding per syscall whether to record it and recording it; with nothing recorded (arm D: every syscall filtered out) the probes already cost ${f(s.agent.D.throughput.bpfNsPerRequest)} ns per request at max load. `) +
         'The RSS target (≤ 100 MiB) is below the file-backed node binary plus the double-mapped 16 MiB ring buffer plus a V8 heap (table above).',
     );
     L.push('');
+    const tail = r.runs.filter((x) => x.phase === 'tail' && x.rate && x.agent);
+    if (tail.length) {
+      const of = (sched: 'normal' | 'idle'): ArmRun[] => tail.filter((x) => x.sched === sched);
+      const med = (xs: ArmRun[], g: (x: ArmRun) => number): number => (xs.length ? median(xs.map(g)) : NaN);
+      const row = (label: string, xs: ArmRun[]): string =>
+        `| ${label} | ${xs.length} | ${f(med(xs, (x) => x.rate!.p50Us))} | ${f(med(xs, (x) => x.rate!.p99Us))} | ${f(med(xs, (x) => x.agent!.cpuUsPerSpan ?? NaN), 2)} | ${f(med(xs, (x) => x.agent!.spansPerRequest), 3)} | ${f(med(xs, (x) => x.cpuUsPerRequest.collector ?? NaN), 2)} |`;
+      const [n, i] = [of('normal'), of('idle')];
+      L.push(`**Where B's tail latency comes from** (tail phase: B at ${f(c.lowRate)} rps, a fresh agent per run, interleaved; medians):`);
+      L.push('');
+      L.push('| run | runs | p50 (µs) | p99 (µs) | agent CPU µs/span | spans exported per request | Collector CPU µs/request |');
+      L.push('|---|---:|---:|---:|---:|---:|---:|');
+      L.push(`| A, no agent (the rounds) | ${s.arms.A.rounds} | ${f(s.arms.A.low.p50UsMedian)} | ${f(s.arms.A.low.p99UsMedian)} | – | – | – |`);
+      L.push(row('B as in the rounds', n));
+      L.push(row('B with the agent and the Collector in a cgroup with cpu.idle = 1', i));
+      L.push('');
+      L.push(
+        'The same spans are recorded and exported either way. In an idle cgroup a waking application thread takes the CPU at once instead of ' +
+          'waiting out the time slice of a running agent or Collector thread, so the p99 difference between the two B rows is CPU contention on the ' +
+          `${r.machine.nproc} vCPUs (the agent and the Collector share them with the load generator and nginx), not time spent in the probes. ` +
+          'A deployment gets the same by running the agent in an idle cgroup (systemd: `CPUWeight=idle`; Kubernetes has no setting for it). ' +
+          "It is the operator's choice, not a default, because on a saturated node an idle agent falls behind and loses spans (counted) instead of slowing the application.",
+      );
+      L.push('');
+    }
   }
 
   L.push('## Micro-benchmarks');

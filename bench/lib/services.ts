@@ -228,6 +228,8 @@ export interface AgentOptions {
   extraConfig?: string[];
   /** more keys of the export section, e.g. ['compression: none'] */
   exportConfig?: string[];
+  /** a command that execs the agent, e.g. ['chrt', '--idle', '0'] (the tail phase) */
+  wrap?: string[];
 }
 
 /** `bin/sidelight run --config FILE` with a health port of its own; resolves once /readyz is 200. */
@@ -251,9 +253,16 @@ export async function startAgent(o: AgentOptions): Promise<AgentHandle> {
   mkdirSync(o.dir, { recursive: true });
   writeFileSync(cfg, `${lines.join('\n')}\n`);
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('OTEL_') && !k.startsWith('SIDELIGHT_')));
-  const t = o.nodeFlags
-    ? spawnTracked(join(REPO, '.tools', 'node', 'bin', 'node'), ['--enable-source-maps', ...o.nodeFlags, join(REPO, 'dist', 'cli.js'), 'run', '--config', cfg], { env, cwd: REPO })
-    : spawnTracked(join(REPO, 'bin', 'sidelight'), ['run', '--config', cfg], { env, cwd: REPO });
+  const [cmd, ...args] = [
+    ...(o.wrap ?? []),
+    ...(o.nodeFlags
+      ? [join(REPO, '.tools', 'node', 'bin', 'node'), '--enable-source-maps', ...o.nodeFlags, join(REPO, 'dist', 'cli.js')]
+      : [join(REPO, 'bin', 'sidelight')]),
+    'run',
+    '--config',
+    cfg,
+  ];
+  const t = spawnTracked(cmd!, args, { env, cwd: REPO });
   const healthUrl = `http://127.0.0.1:${healthPort}`;
   const end = Date.now() + 30_000;
   for (;;) {
