@@ -268,7 +268,7 @@ export function renderResults(r: Results, linkPrefix: string): string {
     L.push('|---|---:|---:|');
     if (floor) L.push(`| the empty tp_btf programs alone (hook floor; nothing recorded, nothing exported) | ${f(floorUs, 2)} | ${ratio(bound(floorUs))} |`);
     if (floor) L.push(`| the floor + 2 spans at the 10 µs/span target | ${f(floorUs + 20, 2)} | ${ratio(bound(floorUs + 20))} |`);
-    L.push(`| measured at ${f(c.lowRate)} rps: BPF ${f(bL.bpfNsPerRequest / 1000, 2)} µs + 2 spans × ${f(bL.cpuUsPerSpan, 2)} µs | ${f(measuredUs, 2)} | ${ratio(bound(measuredUs))} (measured: ${ratio(B.rpsRatio)}) |`);
+    L.push(`| measured at ${f(c.lowRate)} rps: BPF ${f(bL.bpfNsPerRequest / 1000, 2)} µs + 2 spans × ${f(bL.cpuUsPerSpan, 2)} µs | ${f(measuredUs, 2)} | ${ratio(bound(measuredUs))} (measured: ${ratio(B.rpsRatio)}${bT.spansPerRequest < 1.95 ? `, exporting ${f(bT.spansPerRequest, 2)} of the 2 spans per request: the rest were lost, counted, when the agent fell behind` : ''}) |`);
     L.push('');
     L.push(
       `So B/A ≥ 0.95 needs the agent's whole cost under ${f(budgetUs * (1 / 0.95 - 1), 2)} µs per request, ` +
