@@ -8,12 +8,17 @@
  * monotonic clock read at that instant gives the offset to within the read time (µs).
  * The offset is re-measured at most every `refreshMs`, so NTP slews and clock steps are
  * followed (performance.timeOrigin would not: it is fixed at process start).
- * Single-threaded; one instance per agent; a measurement spins for at most ~5 ms.
+ * Single-threaded; one instance per agent; a measurement spins for ~5 ms (up to ~15 ms when
+ * preemption widened every bracket, see measure()).
  */
 import { performance } from 'node:perf_hooks';
 
 /** Millisecond edges sampled per measurement (each costs up to 1 ms of spinning). */
 const EDGES = 5;
+/** ... and more, up to MAX_EDGES, while the narrowest bracket is wider than GOOD_BRACKET_NS
+ * (on a loaded machine every one of the first EDGES can be preempted) */
+const MAX_EDGES = 15;
+const GOOD_BRACKET_NS = 100_000n;
 
 export class MonotonicClock {
   private offsetNs = 0n;
@@ -32,13 +37,14 @@ export class MonotonicClock {
    * is bracketed by two monotonic reads, so the tick to a new millisecond lies between the
    * first monotonic read before the last old value and the one after the first new value.
    * A pause in between (preemption, GC, a cold JIT) widens that bracket: of several edges,
-   * the narrowest bracket gives the offset (its midpoint), not the median of skewed ones.
+   * the narrowest bracket gives the offset (its midpoint), not the median of skewed ones; when
+   * even that is wider than GOOD_BRACKET_NS, more edges are sampled (up to MAX_EDGES).
    */
   measure(): void {
     let best = -1n;
     let bestOffset = 0n;
     let at = 0;
-    for (let i = 0; i < EDGES; i++) {
+    for (let i = 0; i < MAX_EDGES && (i < EDGES || best > GOOD_BRACKET_NS); i++) {
       let prevBefore = process.hrtime.bigint();
       const start = Date.now();
       let now = start;
