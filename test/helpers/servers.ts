@@ -78,7 +78,13 @@ export async function startPythonServer(env: NodeJS.ProcessEnv = {}, bind = '127
   return { ...s, stop: async () => (await s.stop(), rmSync(dir, { recursive: true, force: true })) };
 }
 
-export const NODE = process.execPath;
+/**
+ * The Node.js the test peers run on: the project's own (.tools/node, Node 24, what `make test`
+ * puts first on PATH), whichever node runs ava; the system's may be older (Debian 12: Node 20,
+ * whose libuv pool threads have no names, which the DNS tests rely on).
+ */
+const PROJECT_NODE = join(import.meta.dirname, '..', '..', '.tools', 'node', 'bin', 'node');
+export const NODE = existsSync(PROJECT_NODE) ? PROJECT_NODE : process.execPath;
 
 /** A Node http server: GET /ok → 200 chunked, GET /missing → 404, POST /echo → echo, GET /fail → 503 */
 export async function startNodeServer(env: NodeJS.ProcessEnv = {}): Promise<RunningServer> {
