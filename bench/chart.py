@@ -5,8 +5,8 @@
 
 Three panels: throughput per arm (wrk, closed loop); p50 and p99 latency at the fixed rate of
 50% of A's throughput (log scale: arms that cannot sustain it are saturated); p50 and p99 at the
-lower fixed rate. Bars are medians over rounds, dots the individual rounds, labels the ratio to
-arm A. Needs matplotlib (bench/run installs it into bench/.venv).
+lower fixed rate (log scale too: a p99 can be many times its p50). Bars are medians over
+rounds, dots the individual rounds, labels the ratio to arm A. Needs matplotlib (bench/run installs it into bench/.venv).
 """
 import json
 import sys
@@ -85,7 +85,7 @@ def main(src: str, dst: str) -> None:
     throughput_panel(axes[0], r)
     latency_panel(axes[1], r, "fixed", "fixed",
                   f"Latency at {rate:,} req/s = 50% of A's max (µs, log; lighter: p50, darker: p99)", True)
-    latency_panel(axes[2], r, "low", "low", f"Latency at {low:,} req/s (µs; lighter: p50, darker: p99)", False)
+    latency_panel(axes[2], r, "low", "low", f"Latency at {low:,} req/s (µs, log; lighter: p50, darker: p99)", True)
     for ax in axes:
         ax.set_xticks(range(4))
         ax.set_xticklabels([LABELS[a] for a in ARMS], fontsize=8)
