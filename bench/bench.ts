@@ -11,12 +11,11 @@
  * it attached. Phases: warm-up round (discarded), throughput rounds (wrk, closed loop), fixed-rate
  * rounds (rategen at 50% of A's median throughput, latency from the intended send time), a
  * targets phase (B alone at 10k and 20k rps, exporting to the Collector's file exporter to
- * measure when spans become visible, RSS and drops), a tail phase (B at the low rate with the agent
- * and the Collector at normal, then idle (cgroup cpu.idle), CPU priority: where B's p99 comes from), an optional
- * CPU profile of the agent, and
- * the micro-benchmarks (bench/micro, and the hook floor: empty tp_btf sys_enter/sys_exit programs
- * under the CONFIG.lowRate load, bench/lib/floor.ts). Writes results.json, results.md, machine.md
- * and a chart.
+ * measure when spans become visible, RSS and drops), a tail phase (B at the low rate, the agent
+ * and the Collector where they run and then in a cgroup with cpu.idle = 1: where B's p99 comes
+ * from), an optional CPU profile of the agent, and the micro-benchmarks (bench/micro, and the
+ * hook floor: empty tp_btf sys_enter/sys_exit programs under the CONFIG.lowRate load,
+ * bench/lib/floor.ts). Writes results.json, results.md, machine.md and a chart.
  *
  * Owns a temp work dir (removed at the end unless --keep-work) and every process it starts
  * (killed by pid on exit or on SIGINT/SIGTERM).
@@ -74,7 +73,7 @@ export const CONFIG = {
   targetSeconds: SMOKE ? 1.5 : 10,
   /** the targets agent's warm-up at the first rate, not measured: V8 compiles the hot paths once per agent process */
   targetWarmupSeconds: SMOKE ? 0 : 5,
-  /** tail phase: rounds of B at lowRate with the agent and the Collector at normal, then idle (cgroup cpu.idle), CPU priority */
+  /** tail phase: rounds of B at lowRate, the agent and the Collector where they run, then in an idle cgroup */
   tailRounds: SMOKE ? 1 : 3,
   profile: !SMOKE && opt['no-profile'] !== true,
   profileRate: 10_000,

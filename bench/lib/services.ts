@@ -228,7 +228,7 @@ export interface AgentOptions {
   extraConfig?: string[];
   /** more keys of the export section, e.g. ['compression: none'] */
   exportConfig?: string[];
-  /** a command that execs the agent, e.g. ['chrt', '--idle', '0'] (the tail phase) */
+  /** a command line that execs the agent after its own arguments (the tail phase: `sh -c 'echo $$ > CGROUP && exec "$@"' sh`) */
   wrap?: string[];
 }
 
