@@ -12,13 +12,16 @@
  * (SL_PICK_SERVER), any other is a client (it connected out). That relies on listeners coming
  * first, which the iterator guarantees (TCP_SEQ_STATE_LISTENING before ..._ESTABLISHED).
  *
+ * Each connected socket it reports also gets an entry in sl_tcp_open (sl_pickup_summary), so
+ * that its TCP summary is reported when it closes (tcp.bpf.h).
+ *
  * Output: struct sl_pickup records (bpf/sidelight.h) through bpf_seq_write, for sockets whose
  * ports pass the port filter (sl_ports_pass: not counted as filtered syscalls) and listeners
  * the table could not hold (SL_PICK_LISTEN_LOST, so userspace knows roles are unsure).
  *
  * Bounds: sl_iter_listen (plain hash, 4096 listeners) is filled once per run and not cleared:
  * run the iterator once per loaded object (the agent does). Requires sl_ports_pass and
- * sl_fill_conn from syscalls.bpf.c / sock.bpf.h.
+ * sl_fill_conn from syscalls.bpf.c / sock.bpf.h, sl_tcp_open and sl_tcp_base from tcp.bpf.h.
  */
 #ifndef SL_ITER_BPF_H
 #define SL_ITER_BPF_H
@@ -38,6 +41,38 @@ struct {
 	__type(key, struct sl_listen_key);
 	__type(value, u8);
 } sl_iter_listen SEC(".maps");
+
+/*
+ * So that a picked-up connection gets its summary at CLOSE (tcp.bpf.h): an sl_tcp_open entry
+ * flagged SL_TCP_F_PICKED (no process: userspace attributes it by sock) and its counters now,
+ * in sl_tcp_base. Not over an entry the connection already has (it reached SYN_SENT or
+ * SYN_RECV after the probes attached). A full table is counted, as at SYN_SENT.
+ */
+static __always_inline void sl_pickup_summary(struct sock *sk, struct tcp_sock *tp, u8 role)
+{
+	struct sl_tcp_open o = {};
+	struct sl_tcp_base b = {};
+	u64 key = (u64)sk;
+
+	if (bpf_map_lookup_elem(&sl_tcp_open, &key))
+		return;
+	o.ts = bpf_ktime_get_ns();
+	o.role = role;
+	o.flags = SL_TCP_F_PICKED;
+	b.bytes_sent = sl_tcp_bytes_sent(tp);
+	b.bytes_received = sl_tcp_bytes_received(sk, tp);
+	b.total_retrans = BPF_CORE_READ(tp, total_retrans);
+	b.segs_out = BPF_CORE_READ(tp, segs_out);
+	b.segs_in = BPF_CORE_READ(tp, segs_in);
+	if (bpf_map_update_elem(&sl_tcp_base, &key, &b, BPF_ANY)) {
+		sl_count(SL_CNT_TCP_TABLE_FULL);
+		return;
+	}
+	if (bpf_map_update_elem(&sl_tcp_open, &key, &o, BPF_NOEXIST)) {
+		bpf_map_delete_elem(&sl_tcp_base, &key);
+		sl_count(SL_CNT_TCP_TABLE_FULL);
+	}
+}
 
 static __always_inline int sl_pickup_sock(struct seq_file *seq, struct sock_common *skc)
 {
@@ -71,6 +106,7 @@ static __always_inline int sl_pickup_sock(struct seq_file *seq, struct sock_comm
 			return 0;
 		if (bpf_map_lookup_elem(&sl_iter_listen, &key))
 			rec.flags = SL_PICK_SERVER;
+		sl_pickup_summary(sk, tp, rec.flags & SL_PICK_SERVER ? SL_TCP_SERVER : SL_TCP_CLIENT);
 	}
 	bpf_seq_write(seq, &rec, sizeof(rec));
 	return 0;

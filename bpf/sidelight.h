@@ -92,6 +92,10 @@ enum sl_counter {
 /* Roles in sl_tcp_summary.role */
 #define SL_TCP_CLIENT 1
 #define SL_TCP_SERVER 2
+/* sl_tcp_summary.flags: the connection was open before the agent started (the iter/tcp pickup
+ * remembered it, bpf/iter.bpf.h): open_ns is the pickup's time, the byte, retransmit and
+ * segment counts are what passed since then, and the header names no process */
+#define SL_TCP_F_PICKED 1
 
 /*
  * Payload of SL_EV_TCP (cap_len = sizeof): the kernel's totals for one TCP connection, read
@@ -110,7 +114,8 @@ struct sl_tcp_summary {
 	__u8 role;            /* SL_TCP_CLIENT or SL_TCP_SERVER */
 	__u8 old_state;       /* state left for CLOSE: SYN_SENT (2) means the connect failed */
 	__u16 sk_err;         /* sk->sk_err at close: errno of a failed connect, or 0 */
-	__u32 _pad;
+	__u8 flags;           /* SL_TCP_F_* */
+	__u8 _pad[3];
 };
 SL_STATIC_ASSERT(sizeof(struct sl_tcp_summary) == 48, "sl_tcp_summary size");
 

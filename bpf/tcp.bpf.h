@@ -12,8 +12,10 @@
  *    the port filter, emit SL_EV_TCP with the 4-tuple and struct sl_tcp_summary read from
  *    struct tcp_sock (CO-RE): payload bytes sent/received, srtt, retransmits, segments, sk_err and
  *    the state left (SYN_SENT → CLOSE is a failed connect; sk_err says why).
- * A CLOSE without an entry (connection opened before the agent started, a filtered or the
- * agent's own connect, or an entry the full table could not take) is counted, not reported.
+ * A CLOSE without an entry (a filtered or the agent's own connect, or an entry the full table
+ * could not take) is counted, not reported. Connections open before the agent started get
+ * their entry from the pickup (iter.bpf.h): flagged SL_TCP_F_PICKED, with their counters at
+ * that moment in sl_tcp_base, so that their summary counts only what passed since.
  *
  * Why a header included into syscalls.bpf.c (as tls.bpf.h is) and not an object of its own:
  * the records go to the same ring buffer, in order with the syscall records of the same
@@ -43,7 +45,8 @@ struct sl_tcp_open {
 	u32 tid;
 	char comm[SL_COMM_LEN];
 	u8 role;
-	u8 _pad[7];
+	u8 flags; /* SL_TCP_F_* */
+	u8 _pad[6];
 };
 
 struct {
@@ -52,6 +55,43 @@ struct {
 	__type(key, u64);
 	__type(value, struct sl_tcp_open);
 } sl_tcp_open SEC(".maps");
+
+/* A picked-up connection's counters at the pickup (bpf/iter.bpf.h), subtracted at CLOSE so its
+ * summary counts what passed while the agent watched. Entries only for picked-up sockets
+ * (allocated as needed), deleted at CLOSE; bounded like sl_tcp_open. */
+struct sl_tcp_base {
+	u64 bytes_sent;
+	u64 bytes_received;
+	u32 total_retrans;
+	u32 segs_out;
+	u32 segs_in;
+	u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, u64);
+	__type(value, struct sl_tcp_base);
+} sl_tcp_base SEC(".maps");
+
+/* payload bytes sent, retransmissions not counted again */
+static __always_inline u64 sl_tcp_bytes_sent(struct tcp_sock *tp)
+{
+	return BPF_CORE_READ(tp, bytes_sent) - BPF_CORE_READ(tp, bytes_retrans);
+}
+
+/* payload bytes received in order: bytes_received counts the FIN's sequence number (SOCK_DONE:
+ * a FIN was received) */
+static __always_inline u64 sl_tcp_bytes_received(struct sock *sk, struct tcp_sock *tp)
+{
+	u64 n = BPF_CORE_READ(tp, bytes_received);
+
+	if (n && (BPF_CORE_READ(sk, __sk_common.skc_flags) & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))))
+		n--;
+	return n;
+}
 
 /* The record: header + summary, contiguous as userspace reads it. */
 struct sl_tcp_record {
@@ -121,6 +161,7 @@ static __always_inline void sl_tcp_closed(struct sock *sk, int oldstate)
 	__builtin_memcpy(r.ev.comm, o->comm, sizeof(r.ev.comm));
 	r.sum.open_ns = o->ts;
 	r.sum.role = o->role;
+	r.sum.flags = o->flags;
 	bpf_map_delete_elem(&sl_tcp_open, &key);
 	sl_fill_conn(&r.ev.conn, sk);
 	/* tcp_set_state(CLOSE) releases the port (inet_put_port zeroes inet_num) before the
@@ -128,19 +169,26 @@ static __always_inline void sl_tcp_closed(struct sock *sk, int oldstate)
 	r.ev.conn.sport = __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
 	if (!sl_tcp_ports_wanted(r.ev.conn.sport, r.ev.conn.dport))
 		return;
-	/* payload only: bytes_sent counts retransmissions too (bytes_retrans takes them out);
-	 * bytes_received counts the FIN's sequence number (SOCK_DONE: a FIN was received) */
-	r.sum.bytes_sent = BPF_CORE_READ(tp, bytes_sent) - BPF_CORE_READ(tp, bytes_retrans);
-	r.sum.bytes_received = BPF_CORE_READ(tp, bytes_received);
-	if (r.sum.bytes_received &&
-	    (BPF_CORE_READ(sk, __sk_common.skc_flags) & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))))
-		r.sum.bytes_received--;
+	r.sum.bytes_sent = sl_tcp_bytes_sent(tp);
+	r.sum.bytes_received = sl_tcp_bytes_received(sk, tp);
 	r.sum.srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
 	r.sum.total_retrans = BPF_CORE_READ(tp, total_retrans);
 	r.sum.segs_out = BPF_CORE_READ(tp, segs_out);
 	r.sum.segs_in = BPF_CORE_READ(tp, segs_in);
 	r.sum.old_state = (u8)oldstate;
 	r.sum.sk_err = (u16)BPF_CORE_READ(sk, sk_err);
+	if (r.sum.flags & SL_TCP_F_PICKED) {
+		struct sl_tcp_base *b = bpf_map_lookup_elem(&sl_tcp_base, &key);
+
+		if (b) {
+			r.sum.bytes_sent -= b->bytes_sent < r.sum.bytes_sent ? b->bytes_sent : r.sum.bytes_sent;
+			r.sum.bytes_received -= b->bytes_received < r.sum.bytes_received ? b->bytes_received : r.sum.bytes_received;
+			r.sum.total_retrans -= b->total_retrans < r.sum.total_retrans ? b->total_retrans : r.sum.total_retrans;
+			r.sum.segs_out -= b->segs_out < r.sum.segs_out ? b->segs_out : r.sum.segs_out;
+			r.sum.segs_in -= b->segs_in < r.sum.segs_in ? b->segs_in : r.sum.segs_in;
+			bpf_map_delete_elem(&sl_tcp_base, &key);
+		}
+	}
 	if (bpf_ringbuf_output(&sl_events, &r, sizeof(r), sl_wakeup_flags(sizeof(r))))
 		sl_count(SL_CNT_RINGBUF_FULL);
 	else

@@ -217,6 +217,7 @@ export class Agent {
           // injection must not give a Go process's calls another request's trace id
           if (info.go && this.injection) this.injection.markUntrusted(ev.tgid);
         },
+        onPickedData: (ev) => this.tcp.pickedOwner(ev),
         threadsUntrusted: (tgid) => this.processes.threadsUntrusted(tgid),
         isPoolThread: (tgid, tid) => isLibuvWorker(tgid, tid),
         idleMs: 5 * 60_000,
@@ -423,7 +424,7 @@ export class Agent {
       const out = wrapNative(() => obj.runIter(ITER_PROGRAMS.tcp, maxBytes));
       if (out.truncated) st.truncated++;
       const { records } = decodePickup(out.data);
-      seedFromPickup(records, this.table, st, this.clock.nowMono());
+      seedFromPickup(records, this.table, st, this.clock.nowMono(), (sock) => this.tcp.pickedUp(sock));
       st.runs++;
     } catch (e) {
       st.failed++;
@@ -498,7 +499,7 @@ export class Agent {
     else if (ev.type === EventType.Tcp) this.tcp.onSummary(ev);
     else if (this.dns.claims(ev)) this.dns.onEvent(ev);
     else {
-      if (ev.type === EventType.Connect || ev.type === EventType.Accept) this.tcp.observe(ev);
+      if (ev.type === EventType.Connect || ev.type === EventType.Accept || ev.type === EventType.Close) this.tcp.observe(ev);
       this.table.onEvent(ev);
     }
   }
@@ -641,7 +642,7 @@ export class Agent {
       receiver: this.receiver ? { ...this.receiver.snapshot(), dedupSuppressed: this.sdk.stats.deduplicated } : null,
       sdk: { dedup: this.config.sdk.dedup, ...this.sdk.stats },
       serviceGraph: { edges: this.graph.edgeCount, pending: this.graph.pending, ...this.graph.stats },
-      tcp: { accepted: this.tcp.size, ...this.tcp.stats, metrics: this.connMetrics ? { workloads: this.connMetrics.workloadCount, ...this.connMetrics.stats } : null },
+      tcp: { accepted: this.tcp.size, pickedUp: this.tcp.pickedSize, ...this.tcp.stats, metrics: this.connMetrics ? { workloads: this.connMetrics.workloadCount, ...this.connMetrics.stats } : null },
       memory: memoryNow(),
       pickup: { ...this.pickupStats },
       metrics: this.metrics ? { workloads: this.metrics.workloadCount, ...this.metrics.stats, ...this.metricLoop?.stats } : null,

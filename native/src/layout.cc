@@ -73,6 +73,7 @@ Napi::Value Layout(const Napi::CallbackInfo& info) {
   SL_OFFSET(tcp, sl_tcp_summary, role);
   SL_OFFSET(tcp, sl_tcp_summary, old_state);
   SL_OFFSET(tcp, sl_tcp_summary, sk_err);
+  SL_OFFSET(tcp, sl_tcp_summary, flags);
 
   Napi::Object pick = Napi::Object::New(env);
   SL_OFFSET(pick, sl_pickup, sock);
@@ -95,6 +96,7 @@ Napi::Value Layout(const Napi::CallbackInfo& info) {
   SL_CONST(SL_EV_TCP);
   SL_CONST(SL_TCP_CLIENT);
   SL_CONST(SL_TCP_SERVER);
+  SL_CONST(SL_TCP_F_PICKED);
   SL_CONST(SL_EXE_LEN);
   SL_CONST(SL_ENV_MAX);
   SL_CONST(SL_DIR_INGRESS);

@@ -145,7 +145,7 @@ export class ConnMetricStore {
     }
     this.add(resource, CONN_INSTRUMENTS.bytes, { ...attrs, [ATTR_NETWORK_IO_DIRECTION]: 'transmit' }, fact.bytesSent);
     this.add(resource, CONN_INSTRUMENTS.bytes, { ...attrs, [ATTR_NETWORK_IO_DIRECTION]: 'receive' }, fact.bytesReceived);
-    this.add(resource, CONN_INSTRUMENTS.duration, attrs, fact.durationSeconds);
+    if (fact.durationSeconds !== undefined) this.add(resource, CONN_INSTRUMENTS.duration, attrs, fact.durationSeconds);
     this.add(resource, CONN_INSTRUMENTS.retransmits, attrs, fact.retransmits);
     if (fact.rttSeconds !== undefined) this.add(resource, CONN_INSTRUMENTS.rtt, attrs, fact.rttSeconds);
   }

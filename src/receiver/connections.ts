@@ -46,6 +46,8 @@ export interface ConnectionTableOptions {
   selfTgid?: number;
   /** called when a connection is first seen, so process metadata is read while the process lives */
   onNewConnection?: (ev: KernelEvent) => void;
+  /** a data event on a connection seeded by the pickup before its first bytes were parsed: the process that owns it */
+  onPickedData?: (ev: KernelEvent) => void;
   /** true for processes whose threads cannot identify a request (Go binaries) */
   threadsUntrusted?: (tgid: number) => boolean;
   /** true for worker-pool threads (Node's libuv pool) */
@@ -308,7 +310,11 @@ export class ConnectionTable {
     }
     let c = this.conns.get(ev.sock);
     if (!c) c = this.open(ev, undefined); // a connection that predates the agent (and the pickup)
-    else if (c.picked && !c.dataSeen) this.opts.onNewConnection?.(ev); // its process, first seen now
+    else if (c.picked && !c.dataSeen) {
+      // its process, first seen now
+      this.opts.onNewConnection?.(ev);
+      this.opts.onPickedData?.(ev);
+    }
     c.lastSeen = ev.tsEnd;
     // the 4-tuple of a connected socket is complete only after connect returns
     if (c.info.remote.port === 0) c.info = ev.conn;

@@ -89,6 +89,7 @@ export const TCP_SUMMARY = {
   role: 40,
   old_state: 41,
   sk_err: 42,
+  flags: 44,
 } as const;
 
 /** struct sl_pickup (64 bytes): one socket reported by the iter/tcp pickup (bpf/iter.bpf.h) */
@@ -106,6 +107,9 @@ export const PickFlag = { Server: 1, Listener: 2, ListenLost: 4 } as const;
 
 /** sl_tcp_summary.role */
 export const TcpRole = { Client: 1, Server: 2 } as const;
+
+/** sl_tcp_summary.flags (SL_TCP_F_*) */
+export const TcpFlag = { Picked: 1 } as const;
 
 /** struct sl_config (16 bytes) */
 export const CONFIG = {

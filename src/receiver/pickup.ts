@@ -124,6 +124,8 @@ export function seedFromPickup(
   table: Pick<ConnectionTable, 'seed'>,
   stats: PickupStats,
   nowMono: bigint,
+  /** each connected socket whose role is sure, seeded or not (its TCP summary is attributed by it) */
+  picked?: (sock: bigint) => void,
 ): void {
   let unsure = false;
   for (const r of records) {
@@ -149,5 +151,6 @@ export function seedFromPickup(
     else if (outcome === 'table_full') stats.skippedTableFull++;
     else if (server) stats.seededServer++;
     else stats.seededClient++;
+    picked?.(r.sock);
   }
 }

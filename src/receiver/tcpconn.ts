@@ -12,11 +12,19 @@
  * removed when the summary arrives. A server summary with no ACCEPT (the process is not
  * traced, or never accepted it) is counted as unattributed and dropped.
  *
+ * Connections open before the agent started (the iter/tcp pickup, receiver/pickup.ts) have no
+ * CONNECT or ACCEPT: the agent registers each picked-up socket (pickedUp()) and tells which
+ * process it saw using it (pickedOwner(): its first bytes after the pickup) or closing it (its
+ * CLOSE record, which may come after the summary: the kernel closes a socket whose FIN
+ * exchange ends before the process calls close()). Their summary (flagged SL_TCP_F_PICKED)
+ * goes to that process; its counts start at the pickup and its duration is unknown (not
+ * recorded). One never used nor closed by a traced syscall is unattributed.
+ *
  * Owned by the agent; single-threaded; never throws on traffic (short payloads are counted).
  */
 import { constants } from 'node:os';
 import type { ConnInfo, KernelEvent } from './decode.js';
-import { EventType, TCP_SUMMARY, TcpRole } from './layout.js';
+import { EventType, TCP_SUMMARY, TcpFlag, TcpRole } from './layout.js';
 import type { ProcessRef } from './span.js';
 
 const EINPROGRESS = 115;
@@ -41,7 +49,8 @@ export type TcpFact =
       conn: ConnInfo;
       bytesSent: number;
       bytesReceived: number;
-      durationSeconds: number;
+      /** undefined for a connection open before the agent started (its start is unknown) */
+      durationSeconds: number | undefined;
       /** smoothed RTT at close, seconds; undefined when the kernel had no sample */
       rttSeconds: number | undefined;
       retransmits: number;
@@ -60,6 +69,10 @@ export interface TcpTrackerStats {
   unattributed: number;
   /** accepted sockets forgotten because maxAccepted were remembered */
   acceptedEvicted: number;
+  /** summaries of connections open before the agent started (counted from the pickup) */
+  picked: number;
+  /** picked-up sockets forgotten because maxAccepted were remembered */
+  pickedEvicted: number;
   /** Tcp records whose payload is shorter than struct sl_tcp_summary */
   malformed: number;
 }
@@ -69,19 +82,46 @@ export class TcpTracker {
   private readonly emit: (f: TcpFact) => void;
   /** sock → the process that accepted it; insertion order is age */
   private readonly accepted = new Map<bigint, ProcessRef>();
-  readonly stats: TcpTrackerStats = { summaries: 0, unattributed: 0, acceptedEvicted: 0, malformed: 0 };
+  /** picked-up socket → the process that closed it (undefined until its CLOSE); insertion order is age */
+  private readonly picked = new Map<bigint, ProcessRef | undefined>();
+  readonly stats: TcpTrackerStats = { summaries: 0, unattributed: 0, acceptedEvicted: 0, picked: 0, pickedEvicted: 0, malformed: 0 };
 
   constructor(opts: TcpTrackerOptions, emit: (f: TcpFact) => void) {
     this.opts = opts;
     this.emit = emit;
   }
 
+  /** accepted sockets waiting for their summary */
   get size(): number {
     return this.accepted.size;
   }
 
-  /** Every CONNECT and ACCEPT record (other records are ignored); does not consume them. */
+  /** picked-up sockets waiting for their summary */
+  get pickedSize(): number {
+    return this.picked.size;
+  }
+
+  /** A socket the pickup seeded: its summary will be attributed to the process that closes it. */
+  pickedUp(sock: bigint): void {
+    if (this.picked.size >= this.opts.maxAccepted) {
+      const oldest = this.picked.keys().next();
+      if (!oldest.done) this.picked.delete(oldest.value);
+      this.stats.pickedEvicted++;
+    }
+    this.picked.set(sock, undefined);
+  }
+
+  /** The process seen using (or closing) a socket: recorded if the pickup registered it. */
+  pickedOwner(ev: KernelEvent): void {
+    if (this.picked.size > 0 && this.picked.has(ev.sock)) this.picked.set(ev.sock, ref(ev));
+  }
+
+  /** Every CONNECT, ACCEPT and CLOSE record (other records are ignored); does not consume them. */
   observe(ev: KernelEvent): void {
+    if (ev.type === EventType.Close) {
+      this.pickedOwner(ev);
+      return;
+    }
     if (ev.proto !== 6 || ev.tgid === this.opts.selfTgid) return;
     const process = ref(ev);
     if (ev.type === EventType.Accept && ev.ret >= 0 && ev.sock !== 0n) {
@@ -107,13 +147,16 @@ export class TcpTracker {
     this.stats.summaries++;
     const dv = new DataView(ev.data.buffer, ev.data.byteOffset, ev.data.byteLength);
     const role = dv.getUint8(TCP_SUMMARY.role) === TcpRole.Server ? 'server' : 'client';
+    const picked = (dv.getUint8(TCP_SUMMARY.flags) & TcpFlag.Picked) !== 0;
     let process: ProcessRef | undefined;
-    if (role === 'client') {
-      process = ev.tgid !== 0 ? ref(ev) : undefined;
-    } else {
+    if (picked) process = this.picked.get(ev.sock);
+    else if (role === 'client') process = ev.tgid !== 0 ? ref(ev) : undefined;
+    else {
       process = this.accepted.get(ev.sock);
       this.accepted.delete(ev.sock);
     }
+    // a socket registered by the pickup whose summary is not flagged: it had an entry of its own
+    this.picked.delete(ev.sock);
     if (!process) {
       this.stats.unattributed++;
       return;
@@ -122,6 +165,7 @@ export class TcpTracker {
       this.emit({ kind: 'failed', process, conn: ev.conn, errno: errnoName(dv.getUint16(TCP_SUMMARY.sk_err, true)) });
       return;
     }
+    if (picked) this.stats.picked++;
     const srtt = dv.getUint32(TCP_SUMMARY.srtt_us, true);
     this.emit({
       kind: 'closed',
@@ -130,7 +174,7 @@ export class TcpTracker {
       conn: ev.conn,
       bytesSent: Number(dv.getBigUint64(TCP_SUMMARY.bytes_sent, true)),
       bytesReceived: Number(dv.getBigUint64(TCP_SUMMARY.bytes_received, true)),
-      durationSeconds: Number(ev.tsEnd - dv.getBigUint64(TCP_SUMMARY.open_ns, true)) / 1e9,
+      durationSeconds: picked ? undefined : Number(ev.tsEnd - dv.getBigUint64(TCP_SUMMARY.open_ns, true)) / 1e9,
       rttSeconds: srtt > 0 ? srtt / 1e6 : undefined,
       retransmits: dv.getUint32(TCP_SUMMARY.total_retrans, true),
     });

@@ -188,3 +188,96 @@ test.serial('retransmits: segments dropped by a tc filter in a test network name
   t.is(at('tcp-server', 'sidelight.tcp.bytes', `network.io.direction=transmit,${peer},sidelight.tcp.role=server`), REPLY, 'retransmissions are not counted twice');
   t.is(at('tcp-client', 'sidelight.tcp.bytes', `network.io.direction=receive,${peer},sidelight.tcp.role=client`), REPLY);
 });
+
+/** Server for a connection that predates the agent: 2500 bytes back after each 1000 received, then closes after the second. */
+const OLD_SERVER = (port: number): string => `
+require('node:net').createServer((s) => {
+  let got = 0;
+  s.on('data', (d) => {
+    const before = got;
+    got += d.length;
+    if (before < 1000 && got >= 1000) s.write(Buffer.alloc(2500, 0x62));
+    if (before < 2000 && got >= 2000) s.end(Buffer.alloc(2500, 0x63));
+  });
+  s.on('error', () => {});
+}).listen(${port}, '127.0.0.1');`;
+
+/**
+ * One connection: 1000 bytes out and 2500 in, "ready", then on "go" (stdin) 1000 out and 2500
+ * in, closed by the server. It lives on a moment after: a process that predates the agent has
+ * not been described by the kernel (no connect or accept since), and its name and environment
+ * come from /proc when its first event after the pickup is processed.
+ */
+const OLD_CLIENT = (port: number): string => `
+const c = require('node:net').connect(${port}, '127.0.0.1', () => c.write(Buffer.alloc(1000, 0x61)));
+let got = 0;
+c.on('data', (d) => { got += d.length; if (got === 2500) process.stdout.write('ready\\n'); });
+process.stdin.once('data', () => c.write(Buffer.alloc(1000, 0x61)));
+c.on('end', () => c.end());
+c.on('close', () => { process.stdout.write('got ' + got + '\\n'); setTimeout(() => process.exit(got === 5000 ? 0 : 1), 1500); });
+c.on('error', (e) => { console.error(e); process.exit(1); });`;
+
+test.serial('a connection open before the agent started: its summary counts what passed since the pickup, for the processes that closed it, with no duration', async (t) => {
+  if (!need(t, unavailable)) return;
+  const collector = await startCollector();
+  const port = await freePort();
+  const server = spawn(NODE, ['-e', OLD_SERVER(port)], { env: { ...process.env, OTEL_SERVICE_NAME: 'tcp-old-server' }, stdio: 'ignore' });
+  const dir = mkdtempSync(join(tmpdir(), 'sl-tcp-old-'));
+  writeFileSync(join(dir, 'c.yaml'), `filter:\n  ports:\n    include: [${port}]\n`);
+  let agent: Awaited<ReturnType<typeof startAgentProcess>> | undefined;
+  let sums = new Map<string, CollectorSumPoint>();
+  let hists = new Map<string, CollectorHistogramPoint>();
+  let health: Record<string, unknown> = {};
+  let code: number | null = null;
+  let client: ReturnType<typeof spawn> | undefined;
+  let out = '';
+  let err = '';
+  try {
+    await waitForPort(port);
+    client = spawn(NODE, ['-e', OLD_CLIENT(port)], { env: { ...process.env, OTEL_SERVICE_NAME: 'tcp-old-client' }, stdio: ['pipe', 'pipe', 'pipe'] });
+    client.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    client.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    const c = client;
+    const clientExit = new Promise<number | null>((resolve) => c.on('exit', resolve));
+    for (const end = Date.now() + 10_000; !out.includes('ready'); ) {
+      if (Date.now() > end) throw new Error(`client not ready: ${out} ${err}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    // the first exchange is over before the agent starts: the pickup finds the connection open
+    agent = await startAgentProcess({ OTEL_EXPORTER_OTLP_ENDPOINT: collector.grpcEndpoint, OTEL_METRIC_EXPORT_INTERVAL: '500' }, ['--config', join(dir, 'c.yaml')]);
+    client.stdin!.write('go\n');
+    code = await clientExit;
+    const key = (svc: string, role: string, dir2: string): string =>
+      `${svc} sidelight.tcp.bytes network.io.direction=${dir2},network.peer.address=127.0.0.1,server.port=${port},sidelight.tcp.role=${role}`;
+    const deadline = Date.now() + 20_000;
+    while (Date.now() < deadline) {
+      sums = latest(await collector.sums());
+      hists = latest(await collector.metrics());
+      if (sums.has(key('tcp-old-client', 'client', 'receive')) && sums.has(key('tcp-old-server', 'server', 'receive'))) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    health = (await (await fetch(`${agent.healthUrl}/healthz`)).json()) as Record<string, unknown>;
+    t.log(JSON.stringify(health['tcp']), JSON.stringify(health['pickup']));
+    if (!sums.has(key('tcp-old-client', 'client', 'receive'))) t.log([...sums.keys(), ...hists.keys()].filter((k) => k.includes('sidelight.tcp')).join('\n'));
+    t.is(code, 0, `client: ${out} ${err}`);
+    t.is(sums.get(key('tcp-old-client', 'client', 'transmit'))?.value, 1000, 'the client sent 1000 bytes while the agent watched (1000 before)');
+    t.is(sums.get(key('tcp-old-client', 'client', 'receive'))?.value, 2500);
+    t.is(sums.get(key('tcp-old-server', 'server', 'transmit'))?.value, 2500);
+    t.is(sums.get(key('tcp-old-server', 'server', 'receive'))?.value, 1000);
+    const peer = `network.peer.address=127.0.0.1,server.port=${port}`;
+    for (const [svc, role] of [['tcp-old-client', 'client'], ['tcp-old-server', 'server']] as const) {
+      t.is(hists.get(`${svc} sidelight.tcp.connection.duration ${peer},sidelight.tcp.role=${role}`), undefined, `${svc}: no duration (its start is unknown)`);
+      t.is(hists.get(`${svc} sidelight.tcp.rtt ${peer},sidelight.tcp.role=${role}`)?.count, 1, `${svc} rtt`);
+      t.is(sums.get(`${svc} sidelight.tcp.connections.opened ${peer},sidelight.tcp.role=${role}`), undefined, `${svc}: not opened while the agent watched`);
+    }
+    const tcp = health['tcp'] as { picked: number; unattributed: number; pickedUp: number };
+    t.is(tcp.picked, 2, 'both ends reported as picked up');
+    t.is(tcp.unattributed, 0);
+    t.is(tcp.pickedUp, 0, 'nothing left waiting');
+  } finally {
+    client?.kill('SIGKILL');
+    server.kill('SIGKILL');
+    await agent?.stop();
+    await collector.stop();
+  }
+});

@@ -30,6 +30,7 @@ test('enums and constants match the header', (t) => {
   const c = loadNative().layout().constants;
   t.deepEqual(L.EventType, { Data: c.SL_EV_DATA, Connect: c.SL_EV_CONNECT, Accept: c.SL_EV_ACCEPT, Close: c.SL_EV_CLOSE, Proc: c.SL_EV_PROC, Tcp: c.SL_EV_TCP });
   t.deepEqual(L.TcpRole, { Client: c.SL_TCP_CLIENT, Server: c.SL_TCP_SERVER });
+  t.deepEqual(L.TcpFlag, { Picked: c.SL_TCP_F_PICKED });
   t.deepEqual(L.Direction, { Ingress: c.SL_DIR_INGRESS, Egress: c.SL_DIR_EGRESS });
   t.deepEqual(
     {

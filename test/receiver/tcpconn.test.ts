@@ -1,6 +1,6 @@
 import test from 'ava';
 import { decodeBatch, type KernelEvent } from '../../src/receiver/decode.js';
-import { EventType, TCP_SUMMARY, TcpRole } from '../../src/receiver/layout.js';
+import { EventType, TCP_SUMMARY, TcpFlag, TcpRole } from '../../src/receiver/layout.js';
 import { errnoName, TcpTracker, type TcpFact } from '../../src/receiver/tcpconn.js';
 import { batch, encodeEvent, type FakeEvent } from '../helpers/events.js';
 
@@ -10,7 +10,7 @@ function decode(e: FakeEvent): KernelEvent {
   return out[0]!;
 }
 
-function summary(s: { role: number; oldState?: number; skErr?: number; sent?: bigint; received?: bigint; openNs?: bigint; srttUs?: number; retrans?: number }): Uint8Array {
+function summary(s: { role: number; flags?: number; oldState?: number; skErr?: number; sent?: bigint; received?: bigint; openNs?: bigint; srttUs?: number; retrans?: number }): Uint8Array {
   const b = new Uint8Array(TCP_SUMMARY.size);
   const dv = new DataView(b.buffer);
   dv.setBigUint64(TCP_SUMMARY.bytes_sent, s.sent ?? 0n, true);
@@ -21,6 +21,7 @@ function summary(s: { role: number; oldState?: number; skErr?: number; sent?: bi
   dv.setUint8(TCP_SUMMARY.role, s.role);
   dv.setUint8(TCP_SUMMARY.old_state, s.oldState ?? 1);
   dv.setUint16(TCP_SUMMARY.sk_err, s.skErr ?? 0, true);
+  dv.setUint8(TCP_SUMMARY.flags, s.flags ?? 0);
   return b;
 }
 
@@ -64,6 +65,35 @@ test('accepted sockets are bounded (oldest evicted, counted); short payloads are
   t.is(tr.stats.acceptedEvicted, 1);
   tr.onSummary(decode({ type: EventType.Tcp, sock: 9n, ...conn, data: new Uint8Array(10) }));
   t.is(tr.stats.malformed, 1);
+});
+
+test('picked-up connections: attributed to the process that closed the socket, no duration; unregistered or never closed by a syscall: unattributed', (t) => {
+  const facts: TcpFact[] = [];
+  const tr = new TcpTracker({ maxAccepted: 10 }, (f) => facts.push(f));
+  const picked = summary({ role: TcpRole.Server, flags: TcpFlag.Picked, sent: 2500n, received: 1000n, openNs: 1_000_000_000n, srttUs: 40, retrans: 0 });
+  for (const sock of [1n, 2n]) tr.pickedUp(sock);
+  t.is(tr.pickedSize, 2);
+  tr.observe(decode({ type: EventType.Close, tgid: 60, comm: 'srv', sock: 1n, ...conn }));
+  tr.observe(decode({ type: EventType.Close, tgid: 61, comm: 'other', sock: 5n, ...conn })); // not picked up: ignored
+  tr.onSummary(decode({ type: EventType.Tcp, tgid: 0, sock: 1n, tsEnd: 9_000_000_000n, ...conn, data: picked }));
+  t.deepEqual(facts, [
+    { kind: 'closed', role: 'server', process: { tgid: 60, tid: 60, comm: 'srv', cgroupId: 1n }, conn: facts[0]!.conn, bytesSent: 2500, bytesReceived: 1000, durationSeconds: undefined, rttSeconds: 0.00004, retransmits: 0 },
+  ]);
+  t.is(tr.stats.picked, 1);
+  // sock 2 was closed without a close() the agent saw (the process exited): unattributed
+  tr.onSummary(decode({ type: EventType.Tcp, tgid: 0, sock: 2n, ...conn, data: picked }));
+  // a flagged summary for a socket the pickup did not register (its role was unsure)
+  tr.onSummary(decode({ type: EventType.Tcp, tgid: 0, sock: 3n, ...conn, data: picked }));
+  t.is(tr.stats.unattributed, 2);
+  t.is(tr.pickedSize, 0);
+  t.is(facts.length, 1);
+});
+
+test('picked-up sockets are bounded (oldest evicted, counted)', (t) => {
+  const tr = new TcpTracker({ maxAccepted: 2 }, () => {});
+  for (const sock of [1n, 2n, 3n]) tr.pickedUp(sock);
+  t.is(tr.pickedSize, 2);
+  t.is(tr.stats.pickedEvicted, 1);
 });
 
 test('errno names', (t) => {
