@@ -76,6 +76,12 @@ struct {
 	__type(value, struct sl_tcp_base);
 } sl_tcp_base SEC(".maps");
 
+/* a counter's growth since `base` (0 if it went backwards) */
+static __always_inline u64 sl_since(u64 now, u64 base)
+{
+	return now > base ? now - base : 0;
+}
+
 /* payload bytes sent, retransmissions not counted again */
 static __always_inline u64 sl_tcp_bytes_sent(struct tcp_sock *tp)
 {
@@ -181,11 +187,11 @@ static __always_inline void sl_tcp_closed(struct sock *sk, int oldstate)
 		struct sl_tcp_base *b = bpf_map_lookup_elem(&sl_tcp_base, &key);
 
 		if (b) {
-			r.sum.bytes_sent -= b->bytes_sent < r.sum.bytes_sent ? b->bytes_sent : r.sum.bytes_sent;
-			r.sum.bytes_received -= b->bytes_received < r.sum.bytes_received ? b->bytes_received : r.sum.bytes_received;
-			r.sum.total_retrans -= b->total_retrans < r.sum.total_retrans ? b->total_retrans : r.sum.total_retrans;
-			r.sum.segs_out -= b->segs_out < r.sum.segs_out ? b->segs_out : r.sum.segs_out;
-			r.sum.segs_in -= b->segs_in < r.sum.segs_in ? b->segs_in : r.sum.segs_in;
+			r.sum.bytes_sent = sl_since(r.sum.bytes_sent, b->bytes_sent);
+			r.sum.bytes_received = sl_since(r.sum.bytes_received, b->bytes_received);
+			r.sum.total_retrans = sl_since(r.sum.total_retrans, b->total_retrans);
+			r.sum.segs_out = sl_since(r.sum.segs_out, b->segs_out);
+			r.sum.segs_in = sl_since(r.sum.segs_in, b->segs_in);
 			bpf_map_delete_elem(&sl_tcp_base, &key);
 		}
 	}

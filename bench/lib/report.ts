@@ -55,7 +55,8 @@ export function renderResults(r: Results, linkPrefix: string): string {
   const hf = r.micro.hookFloor;
   const floor: HookFloor | undefined = hf && !('error' in hf) ? hf : undefined;
   // tail phase (absent before it existed): B's p99 at lowRate with the agent and the Collector in an idle cgroup
-  const idleRuns = r.runs.filter((x) => x.phase === 'tail' && x.sched === 'idle' && x.rate);
+  const tail = r.runs.filter((x) => x.phase === 'tail' && x.rate && x.agent);
+  const idleRuns = tail.filter((x) => x.sched === 'idle');
   const idleP99 = idleRuns.length ? median(idleRuns.map((x) => x.rate!.p99Us)) : undefined;
 
   L.push(`# Sidelight benchmark — ${r.meta.date.slice(0, 10)} (${r.meta.sha}, ${r.meta.mode} run)`);
@@ -286,7 +287,6 @@ export function renderResults(r: Results, linkPrefix: string): string {
         'The RSS target (≤ 100 MiB) is below the file-backed node binary plus the double-mapped 16 MiB ring buffer plus a V8 heap (table above).',
     );
     L.push('');
-    const tail = r.runs.filter((x) => x.phase === 'tail' && x.rate && x.agent);
     if (tail.length) {
       const of = (sched: 'normal' | 'idle'): ArmRun[] => tail.filter((x) => x.sched === sched);
       const med = (xs: ArmRun[], g: (x: ArmRun) => number): number => (xs.length ? median(xs.map(g)) : NaN);
