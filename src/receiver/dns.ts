@@ -326,6 +326,7 @@ export class DnsTracker {
         process: p.process,
       },
       p.ctx,
+      p.start,
     );
   }
 }

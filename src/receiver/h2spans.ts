@@ -363,6 +363,7 @@ export class Http2Handler {
         process: st.process,
       },
       st.ctx,
+      st.start,
     );
   }
 }

@@ -101,6 +101,8 @@ interface Pending {
   process: ProcessRef;
   requestEnded: boolean;
   response?: HttpHead;
+  /** when the response's head began to be written or read (its first syscall's start) */
+  responseStart?: bigint;
   /** trace identity, assigned when the request started */
   ctx: TraceCtx;
   /** the request head's first and last syscalls: start of one, end of the other (injection claims) */
@@ -290,7 +292,7 @@ export class HttpConnection {
           headFrom: e.tsStart,
           headTo: e.ts,
         });
-        this.claimInjection(ctx, proc.tid, e.tsStart, e.ts);
+        this.claimInjection(ctx, proc.tid, e.tsStart, e.ts, undefined);
       } else if (e.type === 'end') {
         let p: Pending | undefined;
         for (let i = 0; i < this.pending.length && p === undefined; i++) {
@@ -315,8 +317,10 @@ export class HttpConnection {
         if (status < 100 || status >= 200) this.ahead = Math.max(0, this.ahead - 1);
         if (status >= 100 && status < 200 && status !== 101) continue; // informational
         const p = this.pending.at(0);
-        if (p) p.response = e.head;
-        else this.stats.unmatchedResponses++;
+        if (p) {
+          p.response = e.head;
+          p.responseStart = e.tsStart;
+        } else this.stats.unmatchedResponses++;
       } else if (e.type === 'end') {
         const head = this.respHead;
         this.respHead = undefined;
@@ -347,18 +351,22 @@ export class HttpConnection {
   }
 
   /** `resp` undefined: the request got no response; `errorType` says why */
-  /** traceparent injection (inject.ts): take the ids the kernel chose for this request, if any */
-  private claimInjection(ctx: TraceCtx, tid: number, from: bigint, to: bigint): void {
+  /**
+   * traceparent injection (inject.ts): take the ids the kernel chose for this request, if any.
+   * `until`: undefined when the request starts; at its span, when its response began (a
+   * server's kernel-chosen trace id was stamped before then), or its end without one.
+   */
+  private claimInjection(ctx: TraceCtx, tid: number, from: bigint, to: bigint, until: bigint | undefined): void {
     const inj = this.traces.injections;
     if (!inj) return;
     const { local, remote } = this.info;
-    if (this.role === 'server') inj.claimServer(ctx, tid, local.port, remote.port, from, to);
+    if (this.role === 'server') inj.claimServer(ctx, tid, local.port, remote.port, from, to, until);
     else inj.claimClient(ctx, tid, local.port, remote.port, from, to);
   }
 
   private buildSpan(p: Pending, resp: HttpHead | undefined, endMono: bigint, errorType?: string, responseBodyBytes?: number): SidelightSpan {
     // the kernel's record of an injection may arrive after the request's own bytes
-    this.claimInjection(p.ctx, p.process.tid, p.headFrom, p.headTo);
+    this.claimInjection(p.ctx, p.process.tid, p.headFrom, p.headTo, resp ? (p.responseStart ?? endMono) : endMono);
     const attrs: Record<string, AttrValue> = {};
     const name = setMethod(attrs, p.head.method ?? '');
     const status = resp?.status ?? 0;
@@ -421,6 +429,7 @@ export class HttpConnection {
         encodeMemo: this.encodeMemo,
       },
       p.ctx,
+      p.start,
     );
   }
 }

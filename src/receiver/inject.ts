@@ -11,14 +11,16 @@
  *  - CONTEXT: a server request without traceparent was read by `tid` on lport ← rport; the
  *    kernel chose the trace id its calls will carry. The SERVER span adopts it.
  * Records come from their own ring buffer (always woken at once), in no fixed order with the
- * syscall records of the same requests: a request claims its record when it starts; if the
- * record is not there yet it is read from the kernel's slots map (written before the syscall
- * returned), else the request waits for it (applied on arrival) until its span is emitted,
- * which is the last claim. A record matches by thread, ports and time (stamped
- * inside the request's write syscall; just after the request's read for CONTEXT).
+ * syscall records of the same requests. A record matches by thread, ports and time; if it
+ * has not been delivered it is read from the kernel's slots map (written before it is sent).
+ * A CLIENT request claims its INJECTED record (stamped inside its write syscall) when it
+ * starts, else waits for it (applied on arrival) until its span is emitted, the last claim.
+ * A SERVER request claims its CONTEXT record (stamped after its read, maybe much after: the
+ * thread can be preempted between the two programs on sys_exit) lazily, when the first of
+ * its descendants needs the trace id, bounded by that descendant's start (claimServer).
  *
- * InjectTracker: records waiting to be claimed and requests waiting for records, keyed by
- * thread and ports, each bounded by maxRecords (oldest dropped and counted) and aged out
+ * InjectTracker: records waiting to be claimed and CLIENT requests waiting for records, keyed
+ * by thread and ports, each bounded by maxRecords (oldest dropped and counted) and aged out
  * after maxAgeNs. Single-threaded (the agent's main thread).
  */
 import { closeSync, openSync } from 'node:fs';
@@ -163,6 +165,8 @@ export interface InjectStats {
   clientsMatched: number;
   /** SERVER spans that took the trace id chosen in the kernel */
   serversAdopted: number;
+  /** of the kernel's choices taken, those stamped over 1 ms after their read (the thread was preempted in between) */
+  contextsLate: number;
   /** CLIENT spans whose thread parent is in another trace than the injected one: no parent */
   parentMismatch: number;
   /** records never claimed (aged out or pushed out by the bound) */
@@ -194,8 +198,8 @@ export interface InjectTrackerOptions {
 /** Bound of the set of records already claimed (duplicates from the ring and the map). */
 const MAX_CONSUMED = 8192;
 
-/** How far after a read's syscall record ends its CONTEXT record may be stamped (same sys_exit). */
-const CONTEXT_SLACK_NS = 2_000_000n;
+/** A CONTEXT record stamped this long after its read is counted `contextsLate` (preempted between the programs). */
+const CONTEXT_LATE_NS = 1_000_000n;
 
 /** A request that asked for its record before the record arrived. */
 interface Waiter {
@@ -217,7 +221,7 @@ export class InjectTracker {
   private readonly asked = new WeakSet<TraceCtx>();
   /** `${key}|${ts}` of records claimed, so the same record coming twice is applied once */
   private readonly consumed = new Set<string>();
-  readonly stats: InjectStats = { records: 0, malformed: 0, clientsMatched: 0, serversAdopted: 0, parentMismatch: 0, unclaimed: 0, waitersDropped: 0, pulled: 0, untrustedProcesses: 0, untrustedNotMarked: 0 };
+  readonly stats: InjectStats = { records: 0, malformed: 0, clientsMatched: 0, serversAdopted: 0, contextsLate: 0, parentMismatch: 0, unclaimed: 0, waitersDropped: 0, pulled: 0, untrustedProcesses: 0, untrustedNotMarked: 0 };
 
   constructor(opts: InjectTrackerOptions) {
     this.opts = opts;
@@ -249,8 +253,7 @@ export class InjectTracker {
     this.stats.records++;
     // a request already asked for it: apply now (before any of its children is emitted)
     const ws = this.waiters.get(key);
-    const slack = r.type === InjectEventType.Context ? CONTEXT_SLACK_NS : 0n;
-    const wi = ws ? ws.findIndex((w) => r.ts >= w.from && r.ts <= w.to + slack) : -1;
+    const wi = ws ? ws.findIndex((w) => r.ts >= w.from && r.ts <= w.to) : -1;
     if (ws && wi >= 0) {
       const w = ws[wi]!;
       this.unwait(w);
@@ -292,7 +295,11 @@ export class InjectTracker {
   private take(key: string, from: bigint, to: bigint): InjectRecord | undefined {
     const q = this.waiting.get(key);
     if (!q) return undefined;
-    const i = q.findIndex((r) => r.ts >= from && r.ts <= to);
+    let i = -1;
+    for (let j = 0; j < q.length; j++) {
+      const ts = q[j]!.ts;
+      if (ts >= from && ts <= to && (i < 0 || ts < q[i]!.ts)) i = j;
+    }
     if (i < 0) return undefined;
     const [r] = q.splice(i, 1);
     this.count--;
@@ -335,13 +342,31 @@ export class InjectTracker {
     if (r.type === InjectEventType.Context) {
       if (!ctx.remote && ctx.adoptTraceId(r.traceId)) this.stats.serversAdopted++;
     } else if (!ctx.injected && !ctx.remote) {
-      applyInjection(ctx, r.traceId, r.spanId, r.flags, this.stats);
+      applyInjection(ctx, r.traceId, r.spanId, r.flags, r.ts, this.stats);
     }
   }
 
   /**
-   * Called when a request starts and again when its span is emitted. The first call waits
-   * for a record not yet arrived (applied when it comes); the second is the last chance.
+   * The earliest record of (type, tid, ports) stamped within [from, to]: from those delivered,
+   * else from the kernel's slots map (the ring may deliver it later).
+   */
+  private find(type: number, key: string, tid: number, localPort: number, remotePort: number, from: bigint, to: bigint): InjectRecord | undefined {
+    let r = this.take(key, from, to);
+    if (!r && this.opts.pull) {
+      for (const bytes of this.opts.pull(type, tid, localPort, remotePort)) {
+        const p = decodeInjectRecord(bytes);
+        if (p && p.type === type && p.tid === tid && p.lport === localPort && p.rport === remotePort) this.ingest(p);
+      }
+      r = this.take(key, from, to);
+      if (r) this.stats.pulled++;
+    }
+    return r;
+  }
+
+  /**
+   * A CLIENT request: called when it starts and again when its span is emitted. The first
+   * call waits for a record not yet arrived (applied when it comes); the second is the last
+   * chance. The record is stamped inside the write, so within [from, to] exactly.
    */
   private claim(type: number, ctx: TraceCtx, tid: number, localPort: number, remotePort: number, from: bigint, to: bigint): void {
     const last = this.asked.has(ctx);
@@ -349,31 +374,49 @@ export class InjectTracker {
     const w = this.waiterOf.get(ctx);
     if (w) this.unwait(w);
     const key = `${type}|${tid}|${localPort}|${remotePort}`;
-    // a read's record has no entry time (its ts_start is its ts_end) and the CONTEXT record
-    // is stamped by another program on the same sys_exit, before or after it
-    const slack = type === InjectEventType.Context ? CONTEXT_SLACK_NS : 0n;
-    from -= slack;
-    const end = to + slack;
-    let r = this.take(key, from, end);
-    if (!r && this.opts.pull) {
-      for (const bytes of this.opts.pull(type, tid, localPort, remotePort)) {
-        const p = decodeInjectRecord(bytes);
-        if (p && p.type === type && p.tid === tid && p.lport === localPort && p.rport === remotePort) this.ingest(p);
-      }
-      r = this.take(key, from, end);
-      if (r) this.stats.pulled++;
-    }
+    const r = this.find(type, key, tid, localPort, remotePort, from, to);
     if (r) this.apply(ctx, r);
     else if (!last) this.wait({ ctx, key, from, to });
   }
 
   /**
-   * A SERVER request read by `tid` on localPort ← remotePort, its head read between from
-   * and to: if the kernel chose its calls' trace id, the request takes it (when it is a root).
+   * A SERVER request read by `tid` on localPort ← remotePort, its head read between from and
+   * to: if the kernel chose its calls' trace id (a CONTEXT record), the request takes it
+   * (when it is a root), before anything fixes or adopts its trace id.
+   *
+   * The record is stamped on the sys_exit of the head's first read by a program that runs
+   * after the one recording the read (attached later), but the thread can be preempted in
+   * between for as long as the scheduler likes: no time slack after the read is safe, and a
+   * wider one could take the next request's record. What bounds it exactly is causality: it
+   * is stamped before the thread goes on, so before anything the request causes starts.
+   * So the claim is lazy: `ctx.settle` takes the earliest record in [from, bound], called
+   * with the start of each descendant that resolves or adopts a trace id
+   * (TraceCtx.settleAncestors), and at the request's span with `until` (when its response
+   * began: the next request on the connection is read after that). The bound is the earliest
+   * one given, so the window stays exact when the record is delivered later still.
    */
-  claimServer(ctx: TraceCtx, tid: number, localPort: number, remotePort: number, from: bigint, to: bigint): void {
-    if (ctx.remote) return;
-    this.claim(InjectEventType.Context, ctx, tid, localPort, remotePort, from, to);
+  claimServer(ctx: TraceCtx, tid: number, localPort: number, remotePort: number, from: bigint, to: bigint, until?: bigint): void {
+    if (ctx.remote) {
+      ctx.settle = undefined;
+      return;
+    }
+    if (until === undefined) {
+      if (ctx.settle) return;
+      const key = `${InjectEventType.Context}|${tid}|${localPort}|${remotePort}`;
+      // the earliest bound seen: a later one could let in the next request's record
+      let limit: bigint | undefined;
+      ctx.settle = (bound: bigint): void => {
+        if (limit === undefined || bound < limit) limit = bound;
+        const r = this.find(InjectEventType.Context, key, tid, localPort, remotePort, from, limit);
+        if (!r) return;
+        ctx.settle = undefined;
+        if (r.ts - to > CONTEXT_LATE_NS) this.stats.contextsLate++;
+        this.apply(ctx, r);
+      };
+      return;
+    }
+    ctx.settle?.(until > to ? until : to);
+    ctx.settle = undefined;
   }
 
   /**
@@ -389,12 +432,18 @@ export class InjectTracker {
   }
 }
 
-/** Give `ctx` the injected ids; keep its parent only when the trees agree. */
-export function applyInjection(ctx: TraceCtx, traceId: string, spanId: string, flags: number, stats: InjectStats): void {
+/**
+ * Give `ctx` the injected ids (stamped at `ts`, inside its write); keep its parent only when
+ * the trees agree. Its ancestors take the kernel's choice for them first: it was stamped
+ * before this write.
+ */
+export function applyInjection(ctx: TraceCtx, traceId: string, spanId: string, flags: number, ts: bigint, stats: InjectStats): void {
   ctx.spanId = spanId;
   ctx.injected = { traceId, flags };
   stats.clientsMatched++;
-  if (ctx.parent && !ctx.parent.adoptTraceId(traceId)) {
+  if (!ctx.parent) return;
+  ctx.settleAncestors(ts);
+  if (!ctx.parent.adoptTraceId(traceId)) {
     ctx.parent = undefined;
     stats.parentMismatch++;
   }

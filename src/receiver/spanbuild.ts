@@ -47,9 +47,12 @@ export function addConnAttributes(attrs: Record<string, AttrValue>, info: ConnIn
   return attrs;
 }
 
-/** `span` with its trace fields, resolved now (see trace.ts), set in place (no object or spread per span). */
-export function withIds(span: SidelightSpan, ctx: TraceCtx): SidelightSpan {
-  const ids = ctx.resolve();
+/**
+ * `span` with its trace fields, resolved now (see trace.ts), set in place (no object or spread
+ * per span). `startMono`: the request's start (CLOCK_MONOTONIC ns), see TraceCtx.resolve.
+ */
+export function withIds(span: SidelightSpan, ctx: TraceCtx, startMono?: bigint): SidelightSpan {
+  const ids = ctx.resolve(startMono);
   span.traceId = ids.traceId;
   span.spanId = ids.spanId;
   if (ids.parentSpanId) span.parentSpanId = ids.parentSpanId;

@@ -25,7 +25,8 @@
  * Otherwise the span starts a new trace (random trace id, flags sampled|random).
  * With traceparent injection on (inject.ts, `injections`), a CLIENT span takes the ids the
  * kernel put on the wire, and a root SERVER span adopts the trace id the kernel chose for it
- * (adoptTraceId), before anything of its trace is emitted.
+ * (adoptTraceId), before anything of its trace is emitted: a descendant resolving its ids
+ * first lets its ancestors settle the kernel's choice (settleAncestors).
  * TraceRegistry is shared by all connections of the receiver; single-threaded. The link
  * table and the per-thread table are bounded, with counters.
  */
@@ -103,6 +104,25 @@ export class TraceCtx {
   resolved = false;
   /** how the parent was found, for self-telemetry and tests */
   source: 'root' | 'traceparent' | 'link' | 'thread' | 'pool' = 'root';
+  /**
+   * Set while this (server) request may still take the trace id the kernel chose for it
+   * (inject.ts claimServer): takes it if the kernel's record was stamped before `boundNs`,
+   * and then unsets itself. Called whenever something needs this request's trace id.
+   */
+  settle: ((boundNs: bigint) => void) | undefined = undefined;
+
+  /**
+   * Before a descendant that started at `startNs` (CLOCK_MONOTONIC) fixes or adopts the trace
+   * id: the ancestors still waiting for the kernel's choice take it now. Anything a request
+   * causes starts after the read of its head returned, so after the kernel stamped its
+   * choice: `startNs` bounds the record exactly, however late it is delivered.
+   */
+  settleAncestors(startNs: bigint): void {
+    for (let c = this.parent, depth = 0; c !== undefined && depth < 64; c = c.parent, depth++) {
+      c.settle?.(startNs);
+      if (c.remote || c.injected) break;
+    }
+  }
 
   /**
    * A root request (no traceparent, no parent, not yet emitted) takes `traceId` as its trace
@@ -129,8 +149,12 @@ export class TraceCtx {
     return top;
   }
 
-  /** Resolve ids now; follows `parent` references (bounded depth). */
-  resolve(): { traceId: string; spanId: string; parentSpanId: string | undefined; flags: number; tracestate: string | undefined } {
+  /**
+   * Resolve ids now; follows `parent` references (bounded depth). `startNs`: when the
+   * request started (CLOCK_MONOTONIC), to settle its ancestors first (settleAncestors).
+   */
+  resolve(startNs?: bigint): { traceId: string; spanId: string; parentSpanId: string | undefined; flags: number; tracestate: string | undefined } {
+    if (startNs !== undefined && this.parent) this.settleAncestors(startNs);
     this.resolved = true;
     // one shape, absent fields undefined (no spreads: this runs once per span)
     const tracestate = this.tracestate;
@@ -173,7 +197,7 @@ export interface TraceStats {
 
 /** traceparent injection (inject.ts InjectTracker): ids the kernel chose for requests. */
 export interface InjectionClaims {
-  claimServer(ctx: TraceCtx, tid: number, localPort: number, remotePort: number, from: bigint, to: bigint): void;
+  claimServer(ctx: TraceCtx, tid: number, localPort: number, remotePort: number, from: bigint, to: bigint, until?: bigint): void;
   claimClient(ctx: TraceCtx, tid: number, localPort: number, remotePort: number, from: bigint, to: bigint): boolean;
 }
 

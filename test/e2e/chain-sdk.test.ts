@@ -243,6 +243,8 @@ interface Run {
   loadStartNs: bigint;
   sdk: SdkStats;
   inject: Record<string, number>[];
+  /** each agent's trace-stitching counters (connections.trace in /healthz), for the log */
+  trace: Record<string, number>[];
 }
 
 /**
@@ -367,8 +369,13 @@ async function runChain(prefix: string, twoNodes: boolean): Promise<Run> {
     const spans = await c.spans();
     const final = await healthz(agentOfB);
     const inject: Record<string, number>[] = [];
-    for (const a of agents) inject.push(((await healthz(a))['inject'] ?? {}) as Record<string, number>);
-    return { ids, bodies, spans, loadStartNs, sdk: final['sdk'] as SdkStats, inject };
+    const trace: Record<string, number>[] = [];
+    for (const a of agents) {
+      const h = await healthz(a);
+      inject.push((h['inject'] ?? {}) as Record<string, number>);
+      trace.push(((h['connections'] as Record<string, unknown> | undefined)?.['trace'] ?? {}) as Record<string, number>);
+    }
+    return { ids, bodies, spans, loadStartNs, sdk: final['sdk'] as SdkStats, inject, trace };
   } finally {
     for (const f of cleanup.reverse()) {
       try {
@@ -469,7 +476,7 @@ function check(t: ExecutionContext, run: Run, label: string): void {
   const v = judge(run);
   t.log(
     `${label}: ${run.ids.length} concurrent requests; ${v.parented}/${v.parentable} spans got their expected parent (${v.goDnsWithoutParent} Go lookups without a parent), ` +
-      `${v.wrongParents.length} wrong parents, ${v.merged.length} merged traces; sdk ${JSON.stringify(run.sdk)}; inject ${JSON.stringify(run.inject)}`,
+      `${v.wrongParents.length} wrong parents, ${v.merged.length} merged traces; sdk ${JSON.stringify(run.sdk)}; inject ${JSON.stringify(run.inject)}; trace ${JSON.stringify(run.trace)}`,
   );
   t.deepEqual(v.missing, [], `${label}: every span of every request reached the Collector`);
   t.deepEqual(v.wrongParents, [], `${label}: zero wrong parents`);

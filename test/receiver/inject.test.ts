@@ -50,12 +50,23 @@ function record(o: { type: number; tid: number; lport: number; rport: number; ts
   return b;
 }
 
-function harness() {
+/**
+ * A table with a tracker. `kernel`: records already stamped in the kernel's slots map (what
+ * `pull` reads there), whether or not the ring buffer delivered them yet.
+ */
+function harness(kernel?: Uint8Array[]) {
   const spans: SidelightSpan[] = [];
   const table = new ConnectionTable({ maxConnections: 100, idleMs: 60_000, http: { captureQuery: false, maxPending: 16 } }, new MonotonicClock(), (s) =>
     spans.push(s),
   );
-  const tracker = new InjectTracker({ maxRecords: 64, maxAgeNs: 10_000_000_000n });
+  const pull = kernel
+    ? (type: number, tid: number, lport: number, rport: number): Uint8Array[] =>
+        kernel.filter((b) => {
+          const r = decodeInjectRecord(b);
+          return r !== undefined && r.type === type && r.tid === tid && r.lport === lport && r.rport === rport;
+        })
+    : undefined;
+  const tracker = new InjectTracker({ maxRecords: 64, maxAgeNs: 10_000_000_000n, ...(pull ? { pull } : {}) });
   table.traces.injections = tracker;
   const feed = (...evs: FakeEvent[]): void => decodeBatch(batch(evs.map(encodeEvent)), (e) => table.onEvent(e), { records: 0, malformed: 0 });
   const span = (kind: string): SidelightSpan => {
@@ -116,6 +127,56 @@ for (const o of orders) {
     t.is(h.tracker.waiterCount, 0, 'no request left waiting after its span');
   });
 }
+
+test('a CONTEXT record stamped long after its read (the thread preempted between the two programs) and delivered late: the children emitted first still join the kernel’s trace', (t) => {
+  // A reads its request at 2 µs, but the kernel's CONTEXT program runs 5 ms later; A then calls
+  // an uninjected port (that span is emitted first) and then the injected one. The ring delivers
+  // the CONTEXT record last; the slots map has had it since it was stamped.
+  const late = record({ type: InjectEventType.Context, tid: 200, lport: 8000, rport: 41001, ts: 5_002_000n, traceparent: `00-${T}-0000000000000000-01` });
+  const inj = record({ type: InjectEventType.Injected, tid: 200, lport: 42001, rport: 9000, ts: 6_500n * 1000n, traceparent: `00-${T}-${S}-01` });
+  const h = harness([late, inj]);
+  const other = { sock: 0x300n, tgid: 200, tid: 200, sport: 43001, dport: 9100 };
+  h.feed(
+    serverRead,
+    { ...other, direction: OUT, tsStart: 5_100_000n, tsEnd: 5_200_000n, data: req('/side') },
+    { ...other, direction: IN, tsStart: 5_300_000n, tsEnd: 5_400_000n, data: RESP },
+    { ...down, direction: OUT, tsStart: 6_000_000n, tsEnd: 7_000_000n, data: req('/b') },
+    { ...down, direction: IN, tsStart: 7_100_000n, tsEnd: 7_200_000n, data: RESP },
+    { ...up, direction: OUT, tsStart: 7_300_000n, tsEnd: 7_400_000n, data: RESP },
+  );
+  h.tracker.onRecord(inj);
+  h.tracker.onRecord(late);
+  const server = h.span('server');
+  const [side, client] = h.spans.filter((x) => x.kind === 'client');
+  t.is(server.traceId, T, 'the SERVER took the kernel’s trace id');
+  t.is(side!.traceId, T, 'the child emitted before the record arrived is in that trace');
+  t.is(side!.parentSpanId, server.spanId);
+  t.is(client!.traceId, T);
+  t.is(client!.spanId, S);
+  t.is(client!.parentSpanId, server.spanId, 'the injected CLIENT keeps its parent');
+  t.is(h.tracker.stats.parentMismatch, 0);
+  t.is(h.tracker.stats.serversAdopted, 1);
+  t.is(h.tracker.stats.contextsLate, 1);
+  t.is(h.tracker.size, 0, 'the ring’s late copies are recognised, not kept');
+});
+
+test('keep-alive, the first request without a CONTEXT record (the kernel saw it ambiguous): it never takes the next request’s, however close', (t) => {
+  // request 1 read at 2 µs, answered at 3 µs; request 2 read at 4.5 µs, its record at 4.6 µs
+  const next = record({ type: InjectEventType.Context, tid: 200, lport: 8000, rport: 41001, ts: 4_600n, traceparent: `00-${T}-0000000000000000-01` });
+  const h = harness([next]);
+  h.tracker.onRecord(next);
+  h.feed(
+    serverRead,
+    { ...up, direction: OUT, tsStart: 3_000n, tsEnd: 4_000n, data: RESP },
+    { ...up, direction: IN, tsStart: 4_500n, tsEnd: 4_500n, data: req('/a2') },
+    { ...up, direction: OUT, tsStart: 5_000n, tsEnd: 6_000n, data: RESP },
+  );
+  const [first, second] = h.spans.filter((x) => x.kind === 'server');
+  t.not(first!.traceId, T);
+  t.is(second!.traceId, T);
+  t.is(h.tracker.stats.serversAdopted, 1);
+  t.is(h.tracker.size, 0);
+});
 
 test('a record stamped outside the write is not taken (keep-alive: the next request’s record)', (t) => {
   const h = harness();
