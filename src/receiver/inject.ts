@@ -16,7 +16,7 @@
  * A CLIENT request claims its INJECTED record (stamped inside its write syscall) when it
  * starts, else waits for it (applied on arrival) until its span is emitted, the last claim.
  * A SERVER request claims its CONTEXT record (stamped after its read, maybe much after: the
- * thread can be preempted between the two programs on sys_exit) lazily, when the first of
+ * thread can be held up between the two programs on sys_exit) lazily, when the first of
  * its descendants needs the trace id, bounded by that descendant's start (claimServer).
  *
  * InjectTracker: records waiting to be claimed and CLIENT requests waiting for records, keyed
@@ -165,7 +165,7 @@ export interface InjectStats {
   clientsMatched: number;
   /** SERVER spans that took the trace id chosen in the kernel */
   serversAdopted: number;
-  /** of the kernel's choices taken, those stamped over 1 ms after their read (the thread was preempted in between) */
+  /** of the kernel's choices taken, those stamped over 1 ms after their read (held up in between) */
   contextsLate: number;
   /** CLIENT spans whose thread parent is in another trace than the injected one: no parent */
   parentMismatch: number;
@@ -198,7 +198,7 @@ export interface InjectTrackerOptions {
 /** Bound of the set of records already claimed (duplicates from the ring and the map). */
 const MAX_CONSUMED = 8192;
 
-/** A CONTEXT record stamped this long after its read is counted `contextsLate` (preempted between the programs). */
+/** A CONTEXT record stamped this long after its read is counted `contextsLate` (held up between the programs). */
 const CONTEXT_LATE_NS = 1_000_000n;
 
 /** A request that asked for its record before the record arrived. */
@@ -385,10 +385,12 @@ export class InjectTracker {
    * (when it is a root), before anything fixes or adopts its trace id.
    *
    * The record is stamped on the sys_exit of the head's first read by a program that runs
-   * after the one recording the read (attached later), but the thread can be preempted in
-   * between for as long as the scheduler likes: no time slack after the read is safe, and a
-   * wider one could take the next request's record. What bounds it exactly is causality: it
-   * is stamped before the thread goes on, so before anything the request causes starts.
+   * after the one recording the read (attached later), but the two can be far apart: an
+   * interrupt, preemption on a preemptible kernel, the host stalling a VM's vCPU (most
+   * likely what defeated a 2 ms slack here once in CI, on a PREEMPT_NONE guest). No slack after the read is safe,
+   * and a wide one could take the next request's record. What bounds it exactly is
+   * causality: it is stamped before the thread goes on, so before anything the request
+   * causes starts.
    * So the claim is lazy: `ctx.settle` takes the earliest record in [from, bound], called
    * with the start of each descendant that resolves or adopts a trace id
    * (TraceCtx.settleAncestors), and at the request's span with `until` (when its response

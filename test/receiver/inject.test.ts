@@ -128,7 +128,7 @@ for (const o of orders) {
   });
 }
 
-test('a CONTEXT record stamped long after its read (the thread preempted between the two programs) and delivered late: the children emitted first still join the kernel’s trace', (t) => {
+test('a CONTEXT record stamped long after its read (the thread held up between the two programs) and delivered late: the children emitted first still join the kernel’s trace', (t) => {
   // A reads its request at 2 µs, but the kernel's CONTEXT program runs 5 ms later; A then calls
   // an uninjected port (that span is emitted first) and then the injected one. The ring delivers
   // the CONTEXT record last; the slots map has had it since it was stamped.
