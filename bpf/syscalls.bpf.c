@@ -541,8 +541,9 @@ static __always_inline int sl_enter(const struct pt_regs *regs, u8 sys)
 	pid_tgid = bpf_get_current_pid_tgid();
 	if ((u32)(pid_tgid >> 32) == sl_cfg.self_tgid) {
 		/* the agent never traces itself, but reports its own connects so userspace can
-		 * ignore the other end of them (its export to a local Collector) */
-		if (sys != SL_SYS_CONNECT)
+		 * ignore the other end of them (its export to a local Collector), and its closes,
+		 * so it stops ignoring that endpoint once the port can be reused */
+		if (sys != SL_SYS_CONNECT && sys != SL_SYS_CLOSE)
 			return 0;
 	} else if (!sl_task_wanted(pid_tgid >> 32)) {
 		return 0;

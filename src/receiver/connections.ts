@@ -144,8 +144,14 @@ function closeHandler(c: Conn | undefined, reason: CloseReason, endMono?: bigint
 
 export class ConnectionTable {
   private readonly conns = new Map<bigint, Conn>();
-  /** "address:port" of the agent's own connected sockets (insertion-ordered, bounded) */
-  private readonly selfEndpoints = new Map<string, true>();
+  /**
+   * "address:port" of the agent's own connected sockets → the socket (insertion-ordered,
+   * bounded): the far end of a connection from there is the agent's own traffic. Forgotten
+   * when the agent closes the socket: the port is then free for any process to reuse.
+   */
+  private readonly selfEndpoints = new Map<string, bigint>();
+  /** the same, socket → endpoint */
+  private readonly selfSocks = new Map<bigint, string>();
   private readonly opts: ConnectionTableOptions;
   private readonly clock: MonotonicClock;
   private readonly emit: (s: SidelightSpan) => void;
@@ -198,7 +204,7 @@ export class ConnectionTable {
         return;
       case EventType.Connect:
         if (this.opts.selfTgid !== undefined && ev.tgid === this.opts.selfTgid) {
-          this.rememberSelf(`${ev.conn.local.address}:${ev.conn.local.port}`);
+          this.rememberSelf(`${ev.conn.local.address}:${ev.conn.local.port}`, ev.sock);
           return;
         }
         if (ev.ret < 0 && ev.ret !== -EINPROGRESS) {
@@ -209,6 +215,10 @@ export class ConnectionTable {
         this.open(ev, 'client');
         return;
       case EventType.Close: {
+        if (this.opts.selfTgid !== undefined && ev.tgid === this.opts.selfTgid) {
+          this.forgetSelf(ev.sock);
+          return;
+        }
         const c = this.conns.get(ev.sock);
         if (!c) return;
         closeHandler(c, 'connection_closed', ev.tsEnd);
@@ -224,13 +234,26 @@ export class ConnectionTable {
     }
   }
 
-  private rememberSelf(endpoint: string): void {
+  private rememberSelf(endpoint: string, sock: bigint): void {
+    const before = this.selfEndpoints.get(endpoint);
+    if (before !== undefined) this.selfSocks.delete(before);
     this.selfEndpoints.delete(endpoint);
     if (this.selfEndpoints.size >= MAX_SELF_ENDPOINTS) {
-      const oldest = this.selfEndpoints.keys().next();
-      if (!oldest.done) this.selfEndpoints.delete(oldest.value);
+      const oldest = this.selfEndpoints.entries().next();
+      if (!oldest.done) {
+        this.selfEndpoints.delete(oldest.value[0]);
+        this.selfSocks.delete(oldest.value[1]);
+      }
     }
-    this.selfEndpoints.set(endpoint, true);
+    this.selfEndpoints.set(endpoint, sock);
+    this.selfSocks.set(sock, endpoint);
+  }
+
+  private forgetSelf(sock: bigint): void {
+    const endpoint = this.selfSocks.get(sock);
+    if (endpoint === undefined) return;
+    this.selfSocks.delete(sock);
+    if (this.selfEndpoints.get(endpoint) === sock) this.selfEndpoints.delete(endpoint);
   }
 
   /** End requests (HTTP/1) and streams (HTTP/2) unanswered for longer than the request timeout. */

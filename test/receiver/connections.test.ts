@@ -250,6 +250,34 @@ test("the far end of the agent's own connections is ignored (no export feedback 
   t.is(table.stats.connected, 0, 'the agent itself is not a tracked client');
 });
 
+test("once the agent closes its socket, another process reusing that port is traced again (loopback reuses ports at once)", (t) => {
+  const clock = new MonotonicClock();
+  const spans: SidelightSpan[] = [];
+  const table = new ConnectionTable({ ...OPTS, selfTgid: 777 }, clock, (s) => spans.push(s));
+  const feed = (...evs: FakeEvent[]): void =>
+    decodeBatch(batch(evs.map(encodeEvent)), (e) => table.onEvent(e), { records: 0, malformed: 0 });
+  const agentSock = { tgid: 777, saddr: [127, 0, 0, 1], sport: 50000, daddr: [127, 0, 0, 1], dport: 8080, sock: 0x9n };
+  // the agent probes a server on :8080 from port 50000, then closes that socket
+  feed({ type: EventType.Connect, ...agentSock });
+  // another connect of the agent from elsewhere, and a close of a socket it never reported: no effect
+  feed({ type: EventType.Connect, ...agentSock, sport: 50001, sock: 0x19n }, { type: EventType.Close, ...agentSock, sock: 0x29n });
+  feed({ type: EventType.Close, ...agentSock });
+  // a client process now connects from the same port 50000 to the same server
+  const srv = { tgid: 900, sock: 0xan, saddr: [127, 0, 0, 1], sport: 8080, daddr: [127, 0, 0, 1], dport: 50000 };
+  feed(
+    { type: EventType.Accept, ...srv },
+    { ...srv, direction: IN, data: 'GET /x HTTP/1.1\r\nHost: s\r\n\r\n' },
+    { ...srv, direction: OUT, data: resp200 },
+  );
+  t.is(spans.length, 1, 'the server span of the new connection');
+  t.is(table.stats.selfTraffic, 0);
+  // the agent's other socket (port 50001) is still its own
+  const srv2 = { ...srv, sock: 0xbn, dport: 50001 };
+  feed({ ...srv2, direction: IN, data: 'GET /y HTTP/1.1\r\nHost: s\r\n\r\n' }, { ...srv2, direction: OUT, data: resp200 });
+  t.is(spans.length, 1);
+  t.is(table.stats.selfTraffic, 1);
+});
+
 test('exportedQuery: off unless captured; configured keys (case-insensitive, percent-decoded) REDACTED, others kept', async (t) => {
   const { exportedQuery } = await import('../../src/receiver/spanbuild.js');
   const keys = new Set(['token', 'x-goog-signature']);
