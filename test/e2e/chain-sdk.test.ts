@@ -29,6 +29,7 @@ import { cgroup2Root } from '../../src/agent.js';
 import { repoRoot } from '../../src/paths.js';
 import { startAgentProcess, type AgentProcess } from '../helpers/agentproc.js';
 import { collectorBinary, startCollector, type CollectorSpan, type RunningCollector } from '../helpers/collector.js';
+import { lossCounters } from '../helpers/counters.js';
 import { kernelUnavailable, need } from '../helpers/kernel.js';
 import { createNetns, type Netns } from '../helpers/netns.js';
 import { freePort, NODE } from '../helpers/servers.js';
@@ -245,6 +246,8 @@ interface Run {
   inject: Record<string, number>[];
   /** each agent's trace-stitching counters (connections.trace in /healthz), for the log */
   trace: Record<string, number>[];
+  /** each agent's non-zero kernel, HTTP and export counters, for the log (what a missing span may have met) */
+  counters: Record<string, number>[];
 }
 
 /**
@@ -370,12 +373,15 @@ async function runChain(prefix: string, twoNodes: boolean): Promise<Run> {
     const final = await healthz(agentOfB);
     const inject: Record<string, number>[] = [];
     const trace: Record<string, number>[] = [];
+    const counters: Record<string, number>[] = [];
     for (const a of agents) {
       const h = await healthz(a);
+      const conns = (h['connections'] ?? {}) as Record<string, unknown>;
       inject.push((h['inject'] ?? {}) as Record<string, number>);
-      trace.push(((h['connections'] as Record<string, unknown> | undefined)?.['trace'] ?? {}) as Record<string, number>);
+      trace.push((conns['trace'] ?? {}) as Record<string, number>);
+      counters.push(lossCounters({ ...h, connections: { http: conns['http'] }, inject: undefined }));
     }
-    return { ids, bodies, spans, loadStartNs, sdk: final['sdk'] as SdkStats, inject, trace };
+    return { ids, bodies, spans, loadStartNs, sdk: final['sdk'] as SdkStats, inject, trace, counters };
   } finally {
     for (const f of cleanup.reverse()) {
       try {
@@ -476,7 +482,7 @@ function check(t: ExecutionContext, run: Run, label: string): void {
   const v = judge(run);
   t.log(
     `${label}: ${run.ids.length} concurrent requests; ${v.parented}/${v.parentable} spans got their expected parent (${v.goDnsWithoutParent} Go lookups without a parent), ` +
-      `${v.wrongParents.length} wrong parents, ${v.merged.length} merged traces; sdk ${JSON.stringify(run.sdk)}; inject ${JSON.stringify(run.inject)}; trace ${JSON.stringify(run.trace)}`,
+      `${v.wrongParents.length} wrong parents, ${v.merged.length} merged traces; sdk ${JSON.stringify(run.sdk)}; inject ${JSON.stringify(run.inject)}; trace ${JSON.stringify(run.trace)}; counters ${JSON.stringify(run.counters)}`,
   );
   t.deepEqual(v.missing, [], `${label}: every span of every request reached the Collector`);
   t.deepEqual(v.wrongParents, [], `${label}: zero wrong parents`);

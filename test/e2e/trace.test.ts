@@ -10,6 +10,7 @@ import test from 'ava';
 import { Agent } from '../../src/agent.js';
 import { loadConfig } from '../../src/config.js';
 import type { SidelightSpan } from '../../src/receiver/span.js';
+import { lossCounters } from '../helpers/counters.js';
 import { kernelUnavailable, need } from '../helpers/kernel.js';
 import { curl, freePort, NODE, waitForPort } from '../helpers/servers.js';
 
@@ -98,7 +99,8 @@ async function waitForHops(ids: string[]): Promise<void> {
     if (ids.every((id) => Object.values(hops(id)).every(Boolean))) return;
     await new Promise((r) => setTimeout(r, 50));
   }
-  throw new Error(`missing spans: ${ids.map((id) => `${id}: ${Object.entries(hops(id)).filter(([, v]) => !v).map(([k]) => k).join(',')}`).join(' ')}`);
+  const missing = ids.map((id) => `${id}: ${Object.entries(hops(id)).filter(([, v]) => !v).map(([k]) => k).join(',')}`).join(' ');
+  throw new Error(`missing spans: ${missing}; agent counters ${JSON.stringify(agent ? lossCounters(agent.stats()) : {})}`);
 }
 
 test.serial('a lone request through A → B → C is one trace with the exact tree', async (t) => {
