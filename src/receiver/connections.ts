@@ -137,6 +137,15 @@ export type SeedOutcome = 'seeded' | 'role_set' | 'known' | 'table_full';
 const ECONNRESET = 104;
 const EPIPE = 32;
 
+/**
+ * Key of one of the agent's own endpoints as the far end sees it. A loopback address names a
+ * different endpoint in every network namespace (a test's or a pod's 127.0.0.1:port is not the
+ * agent's): the namespace is part of the key then. Other addresses are unique on the node.
+ */
+function selfKey(address: string, port: number, netns: number): string {
+  return address.startsWith('127.') || address === '::1' ? `${netns}|${address}:${port}` : `${address}:${port}`;
+}
+
 /** End the protocol handler of a connection that is going away. */
 function closeHandler(c: Conn | undefined, reason: CloseReason, endMono?: bigint): void {
   (c?.http ?? c?.h2)?.onClose(c?.reset && reason === 'connection_closed' ? 'connection_reset' : reason, endMono);
@@ -145,7 +154,7 @@ function closeHandler(c: Conn | undefined, reason: CloseReason, endMono?: bigint
 export class ConnectionTable {
   private readonly conns = new Map<bigint, Conn>();
   /**
-   * "address:port" of the agent's own connected sockets → the socket (insertion-ordered,
+   * The agent's own connected sockets' endpoints (selfKey) → the socket (insertion-ordered,
    * bounded): the far end of a connection from there is the agent's own traffic. Forgotten
    * when the agent closes the socket: the port is then free for any process to reuse.
    */
@@ -204,7 +213,7 @@ export class ConnectionTable {
         return;
       case EventType.Connect:
         if (this.opts.selfTgid !== undefined && ev.tgid === this.opts.selfTgid) {
-          this.rememberSelf(`${ev.conn.local.address}:${ev.conn.local.port}`, ev.sock);
+          this.rememberSelf(selfKey(ev.conn.local.address, ev.conn.local.port, ev.conn.netns), ev.sock);
           return;
         }
         if (ev.ret < 0 && ev.ret !== -EINPROGRESS) {
@@ -417,7 +426,7 @@ export class ConnectionTable {
 
   /** Decide role (if unknown) and protocol from the first bytes; true once it is HTTP/1. */
   private detect(c: Conn, ev: KernelEvent): boolean {
-    if (this.selfEndpoints.has(`${c.info.remote.address}:${c.info.remote.port}`)) {
+    if (this.selfEndpoints.size > 0 && this.selfEndpoints.has(selfKey(c.info.remote.address, c.info.remote.port, c.info.netns))) {
       c.protocol = 'ignored';
       this.stats.selfTraffic++;
       return false;

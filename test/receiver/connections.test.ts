@@ -278,6 +278,26 @@ test("once the agent closes its socket, another process reusing that port is tra
   t.is(table.stats.selfTraffic, 1);
 });
 
+test("the agent's loopback endpoint is its own only in its network namespace: the same 127.0.0.1:port in another is traced", (t) => {
+  const clock = new MonotonicClock();
+  const spans: SidelightSpan[] = [];
+  const table = new ConnectionTable({ ...OPTS, selfTgid: 777 }, clock, (s) => spans.push(s));
+  const feed = (...evs: FakeEvent[]): void =>
+    decodeBatch(batch(evs.map(encodeEvent)), (e) => table.onEvent(e), { records: 0, malformed: 0 });
+  // the agent (host namespace) keeps a connection to a local Collector open from 127.0.0.1:50000
+  feed({ type: EventType.Connect, tgid: 777, saddr: [127, 0, 0, 1], sport: 50000, daddr: [127, 0, 0, 1], dport: 4317, sock: 0x9n, netns: 1 });
+  // in a pod's namespace a client happens to connect from 127.0.0.1:50000 too
+  const pod = { tgid: 900, sock: 0xan, saddr: [127, 0, 0, 1], sport: 8080, daddr: [127, 0, 0, 1], dport: 50000, netns: 2 };
+  feed({ ...pod, direction: IN, data: 'GET /x HTTP/1.1\r\nHost: s\r\n\r\n' }, { ...pod, direction: OUT, data: resp200 });
+  t.is(spans.length, 1);
+  t.is(table.stats.selfTraffic, 0);
+  // the Collector's side, in the agent's namespace, is still ignored
+  const coll = { ...pod, tgid: 901, sock: 0xbn, sport: 4317, netns: 1 };
+  feed({ ...coll, direction: IN, data: 'POST /v1/traces HTTP/1.1\r\nHost: c\r\nContent-Length: 0\r\n\r\n' }, { ...coll, direction: OUT, data: resp200 });
+  t.is(spans.length, 1);
+  t.is(table.stats.selfTraffic, 1);
+});
+
 test('exportedQuery: off unless captured; configured keys (case-insensitive, percent-decoded) REDACTED, others kept', async (t) => {
   const { exportedQuery } = await import('../../src/receiver/spanbuild.js');
   const keys = new Set(['token', 'x-goog-signature']);
