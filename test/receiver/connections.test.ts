@@ -232,11 +232,7 @@ test('pending requests per connection are bounded', (t) => {
 });
 
 test("the far end of the agent's own connections is ignored (no export feedback loop)", (t) => {
-  const clock = new MonotonicClock();
-  const spans: SidelightSpan[] = [];
-  const table = new ConnectionTable({ ...OPTS, selfTgid: 777 }, clock, (s) => spans.push(s));
-  const feed = (...evs: FakeEvent[]): void =>
-    decodeBatch(batch(evs.map(encodeEvent)), (e) => table.onEvent(e), { records: 0, malformed: 0 });
+  const { spans, table, feed } = harness({ selfTgid: 777 });
   // the agent connects from 127.0.0.1:50000 to a collector on :4318
   feed({ type: EventType.Connect, tgid: 777, saddr: [127, 0, 0, 1], sport: 50000, daddr: [127, 0, 0, 1], dport: 4318, sock: 0x9n });
   // the collector's side of that connection
@@ -251,11 +247,7 @@ test("the far end of the agent's own connections is ignored (no export feedback 
 });
 
 test("once the agent closes its socket, another process reusing that port is traced again (loopback reuses ports at once)", (t) => {
-  const clock = new MonotonicClock();
-  const spans: SidelightSpan[] = [];
-  const table = new ConnectionTable({ ...OPTS, selfTgid: 777 }, clock, (s) => spans.push(s));
-  const feed = (...evs: FakeEvent[]): void =>
-    decodeBatch(batch(evs.map(encodeEvent)), (e) => table.onEvent(e), { records: 0, malformed: 0 });
+  const { spans, table, feed } = harness({ selfTgid: 777 });
   const agentSock = { tgid: 777, saddr: [127, 0, 0, 1], sport: 50000, daddr: [127, 0, 0, 1], dport: 8080, sock: 0x9n };
   // the agent probes a server on :8080 from port 50000, then closes that socket
   feed({ type: EventType.Connect, ...agentSock });
@@ -279,11 +271,7 @@ test("once the agent closes its socket, another process reusing that port is tra
 });
 
 test("the agent's loopback endpoint is its own only in its network namespace: the same 127.0.0.1:port in another is traced", (t) => {
-  const clock = new MonotonicClock();
-  const spans: SidelightSpan[] = [];
-  const table = new ConnectionTable({ ...OPTS, selfTgid: 777 }, clock, (s) => spans.push(s));
-  const feed = (...evs: FakeEvent[]): void =>
-    decodeBatch(batch(evs.map(encodeEvent)), (e) => table.onEvent(e), { records: 0, malformed: 0 });
+  const { spans, table, feed } = harness({ selfTgid: 777 });
   // the agent (host namespace) keeps a connection to a local Collector open from 127.0.0.1:50000
   feed({ type: EventType.Connect, tgid: 777, saddr: [127, 0, 0, 1], sport: 50000, daddr: [127, 0, 0, 1], dport: 4317, sock: 0x9n, netns: 1 });
   // in a pod's namespace a client happens to connect from 127.0.0.1:50000 too
