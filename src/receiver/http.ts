@@ -350,7 +350,6 @@ export class HttpConnection {
     }
   }
 
-  /** `resp` undefined: the request got no response; `errorType` says why */
   /**
    * traceparent injection (inject.ts): take the ids the kernel chose for this request, if any.
    * `until`: undefined when the request starts; at its span, when its response began (a
@@ -364,6 +363,7 @@ export class HttpConnection {
     else inj.claimClient(ctx, tid, local.port, remote.port, from, to);
   }
 
+  /** `resp` undefined: the request got no response; `errorType` says why */
   private buildSpan(p: Pending, resp: HttpHead | undefined, endMono: bigint, errorType?: string, responseBodyBytes?: number): SidelightSpan {
     // the kernel's record of an injection may arrive after the request's own bytes
     this.claimInjection(p.ctx, p.process.tid, p.headFrom, p.headTo, resp ? (p.responseStart ?? endMono) : endMono);

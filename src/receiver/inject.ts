@@ -386,14 +386,13 @@ export class InjectTracker {
    *
    * The record is stamped on the sys_exit of the head's first read by a program that runs
    * after the one recording the read (attached later), but the two can be far apart: an
-   * interrupt, preemption on a preemptible kernel, the host stalling a VM's vCPU (most
-   * likely what defeated a 2 ms slack here once in CI, on a PREEMPT_NONE guest). No slack after the read is safe,
-   * and a wide one could take the next request's record. What bounds it exactly is
-   * causality: it is stamped before the thread goes on, so before anything the request
-   * causes starts.
-   * So the claim is lazy: `ctx.settle` takes the earliest record in [from, bound], called
-   * with the start of each descendant that resolves or adopts a trace id
-   * (TraceCtx.settleAncestors), and at the request's span with `until` (when its response
+   * interrupt, preemption on a preemptible kernel, the host stalling a VM's vCPU (most likely
+   * what once defeated a 2 ms slack here in CI, on a PREEMPT_NONE guest). No slack after the
+   * read is safe, and a wide one could take the next request's record. What bounds it exactly
+   * is causality: it is stamped before the thread goes on, so before anything the request
+   * causes starts. So the claim is lazy: `ctx.settle` takes the earliest record in
+   * [from, bound], called with the start of each descendant that resolves or adopts a trace
+   * id (TraceCtx.settleAncestors), and at the request's span with `until` (when its response
    * began: the next request on the connection is read after that). The bound is the earliest
    * one given, so the window stays exact when the record is delivered later still.
    */
