@@ -1,11 +1,13 @@
 /**
  * terminal.ts — the default view when no backend is configured: finished spans grouped into
  * trace trees on the terminal. A span with a parent is held until its trace's root (a span
- * without parent) finishes — children usually finish first — and then the whole tree is
- * printed, indented by depth, each line with start time, kind, service, request, status
- * (ERROR marked) and duration. Spans whose root never comes (the parent is in another
- * process or node, or finished earlier) are printed after `holdMs`, as a tree under a
- * "(parent … not seen)" line. A trace of one span prints as one line, at once.
+ * without parent) finishes — children usually finish first — and `lingerMs` more: a child
+ * can be reported after its root (a CLIENT's read of the response can return before the
+ * SERVER's write on this node does). Then the whole tree is printed, indented by depth, each
+ * line with start time, kind, service, request, status (ERROR marked) and duration. Spans
+ * whose root never comes (the parent is in another process or node, or finished earlier)
+ * are printed after `holdMs`, as a tree under a "(parent … not seen)" line. A trace of one
+ * span prints as one line.
  *
  * Bounds, counted: traces held (`maxTraces`; past it the oldest is printed early) and spans
  * per trace (`maxSpansPerTrace`; past it spans print on their own at once). Single-threaded;
@@ -17,6 +19,8 @@ import { formatSpanLine } from './sinks.js';
 export interface TraceTreeOptions {
   /** how long spans wait for their root, ms */
   holdMs: number;
+  /** how long a trace waits, once its root finished, for children reported after it, ms */
+  lingerMs: number;
   /** traces held at once */
   maxTraces: number;
   /** spans held per trace */
@@ -44,6 +48,8 @@ interface Held {
 interface Trace {
   spans: Held[];
   since: number;
+  /** when its root arrived (then it prints lingerMs later), else undefined */
+  rootAt: number | undefined;
 }
 
 export class TraceTreeView {
@@ -55,6 +61,7 @@ export class TraceTreeView {
   constructor(opts: Partial<TraceTreeOptions> = {}) {
     this.opts = {
       holdMs: opts.holdMs ?? 2000,
+      lingerMs: opts.lingerMs ?? 300,
       maxTraces: opts.maxTraces ?? 1000,
       maxSpansPerTrace: opts.maxSpansPerTrace ?? 256,
       write: opts.write ?? ((s) => void process.stdout.write(s)),
@@ -68,15 +75,16 @@ export class TraceTreeView {
   push(span: SidelightSpan, service: string): void {
     const id = span.traceId ?? '';
     const t = this.traces.get(id);
-    if (!span.parentSpanId) {
+    if (!span.parentSpanId && this.opts.lingerMs <= 0) {
       this.traces.delete(id);
       this.print([...(t?.spans ?? []), { span, service }], false);
       return;
     }
     if (t) {
+      if (!span.parentSpanId) t.rootAt ??= Date.now();
       if (t.spans.length >= this.opts.maxSpansPerTrace) {
         this.stats.overflowed++;
-        this.print([{ span, service }], true);
+        this.print([{ span, service }], span.parentSpanId !== undefined);
         return;
       }
       t.spans.push({ span, service });
@@ -86,24 +94,27 @@ export class TraceTreeView {
       const [oldId, old] = this.traces.entries().next().value!;
       this.traces.delete(oldId);
       this.stats.evicted++;
-      this.print(old.spans, true);
+      this.print(old.spans, old.rootAt === undefined);
     }
-    this.traces.set(id, { spans: [{ span, service }], since: Date.now() });
+    const now = Date.now();
+    this.traces.set(id, { spans: [{ span, service }], since: now, rootAt: span.parentSpanId ? undefined : now });
     this.arm();
   }
 
   private arm(): void {
     if (this.timer) return;
-    this.timer = setInterval(() => this.sweep(Date.now()), Math.max(20, Math.min(100, Math.floor(this.opts.holdMs / 4))));
+    const every = Math.min(this.opts.holdMs, this.opts.lingerMs > 0 ? this.opts.lingerMs : Infinity) / 4;
+    this.timer = setInterval(() => this.sweep(Date.now()), Math.max(20, Math.min(100, Math.floor(every))));
     this.timer.unref();
   }
 
-  /** Print traces held longer than holdMs. */
+  /** Print traces whose root came lingerMs ago, and those held longer than holdMs without it. */
   sweep(now: number): void {
     for (const [id, t] of this.traces) {
-      if (now - t.since < this.opts.holdMs) break; // insertion order = age order
+      const rooted = t.rootAt !== undefined;
+      if (rooted ? now - t.rootAt! < this.opts.lingerMs : now - t.since < this.opts.holdMs) continue;
       this.traces.delete(id);
-      this.print(t.spans, true);
+      this.print(t.spans, !rooted);
     }
     if (this.traces.size === 0 && this.timer) {
       clearInterval(this.timer);
@@ -115,7 +126,7 @@ export class TraceTreeView {
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
-    for (const t of this.traces.values()) this.print(t.spans, true);
+    for (const t of this.traces.values()) this.print(t.spans, t.rootAt === undefined);
     this.traces.clear();
   }
 

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import test from 'ava';
 import { collectorBinary, startCollector } from '../helpers/collector.js';
 import { startAgentProcess } from '../helpers/agentproc.js';
+import { lossCounters } from '../helpers/counters.js';
 import { kernelUnavailable, need } from '../helpers/kernel.js';
 import { curl, startPythonServer } from '../helpers/servers.js';
 
@@ -36,10 +37,14 @@ test.serial('no backend: trace trees on the terminal, and --output FILE holds OT
   writeFileSync(join(dir, 'c.yaml'), `filter:\n  ports:\n    include: [${srv.port}]\nexport:\n  batch:\n    delayMs: 100\n`);
   const agent = await startAgentProcess({}, ['--config', join(dir, 'c.yaml'), '--output', file]);
   let code: number | null = null;
+  // the agent's non-zero counters before it stops, for the failure messages
+  let counters = '';
   try {
     await curl([`http://127.0.0.1:${srv.port}/hello.txt`, '-o', '/dev/null', `http://127.0.0.1:${srv.port}/missing`, '-o', '/dev/null', `http://127.0.0.1:${srv.port}/hello.txt?x=1`, '-o', '/dev/null']);
     const end = Date.now() + 10_000;
     while (Date.now() < end && (agent.stdout().match(/SERVER .*python3/g) ?? []).length < 3) await new Promise((r) => setTimeout(r, 100));
+    const h = (await (await fetch(`${agent.healthUrl}/healthz`)).json()) as { detail?: Record<string, unknown> };
+    counters = JSON.stringify(lossCounters(h.detail ?? {}));
   } finally {
     code = await agent.stop(); // SIGTERM: the file pipeline is flushed
     await srv.stop();
@@ -51,9 +56,10 @@ test.serial('no backend: trace trees on the terminal, and --output FILE holds OT
   t.is(trees.length, 3, out);
   for (const tree of trees) {
     const lines = tree.trimEnd().split('\n');
-    t.regex(lines[0]!, /^trace [0-9a-f]{32} 2 spans \d+\.\d+ms( 1 ERROR)?$/); // the 404 CLIENT span is an error
-    t.regex(lines[1]!, /^ {2}\S+ CLIENT .*curl.* GET http:\/\/127\.0\.0\.1:\d+\/(hello\.txt|missing) (200|404) /);
-    t.regex(lines[2]!, /^ {2}└─ \S+ SERVER .*python3.* GET \/(hello\.txt|missing) (200|404) /);
+    const all = `${out}\nagent counters: ${counters}`;
+    t.regex(lines[0]!, /^trace [0-9a-f]{32} 2 spans \d+\.\d+ms( 1 ERROR)?$/, all); // the 404 CLIENT span is an error
+    t.regex(lines[1]!, /^ {2}\S+ CLIENT .*curl.* GET http:\/\/127\.0\.0\.1:\d+\/(hello\.txt|missing) (200|404) /, all);
+    t.regex(lines[2]!, /^ {2}└─ \S+ SERVER .*python3.* GET \/(hello\.txt|missing) (200|404) /, all);
   }
   t.regex(out, /└─ \S+ SERVER .* GET \/missing 404 /);
 

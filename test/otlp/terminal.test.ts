@@ -26,7 +26,7 @@ function span(id: string, parent: string | undefined, startMs: number, durMs: nu
 
 test('children wait for the root; the tree prints once, indented, ordered by start, errors marked', (t) => {
   const out: string[] = [];
-  const v = new TraceTreeView({ write: (s) => out.push(s), holdMs: 60_000 });
+  const v = new TraceTreeView({ write: (s) => out.push(s), holdMs: 60_000, lingerMs: 0 });
   v.push(span('c2', 'a', 30, 5, { status: { code: 'error', message: 'boom' } }), 'front');
   v.push(span('d', 'c1', 12, 2), 'back');
   v.push(span('c1', 'a', 10, 8), 'front');
@@ -45,9 +45,30 @@ test('children wait for the root; the tree prints once, indented, ordered by sta
   t.like(v.stats, { printed: 1, orphaned: 0 });
 });
 
-test('a single-span trace prints as one line at once', (t) => {
+test('a root waits lingerMs for children reported after it (a CLIENT root can end before its SERVER child on the node)', (t) => {
   const out: string[] = [];
-  const v = new TraceTreeView({ write: (s) => out.push(s) });
+  const v = new TraceTreeView({ write: (s) => out.push(s), holdMs: 60_000, lingerMs: 200 });
+  v.push(span('a', undefined, 0, 10), 'curl');
+  t.deepEqual(out, [], 'not at once');
+  v.push(span('b', 'a', 2, 5), 'server');
+  v.sweep(Date.now() + 100);
+  t.deepEqual(out, []);
+  v.sweep(Date.now() + 250);
+  t.is(out.length, 1);
+  t.regex(out[0]!, new RegExp(`^trace ${T} 2 spans 10\\.00ms\n {2}\\S+ SERVER curl .*\n {2}└─ \\S+ CLIENT server `));
+  t.like(v.stats, { printed: 1, orphaned: 0 });
+  t.is(v.held, 0);
+  // a root alone: printed at stop as what it is, not as an orphan
+  v.push({ ...span('c', undefined, 0, 1), traceId: '1'.repeat(32) }, 'solo');
+  v.stop();
+  t.is(out.length, 2);
+  t.false(out[1]!.startsWith('trace '));
+  t.like(v.stats, { printed: 2, orphaned: 0 });
+});
+
+test('a single-span trace prints as one line (lingerMs 0: at once)', (t) => {
+  const out: string[] = [];
+  const v = new TraceTreeView({ write: (s) => out.push(s), lingerMs: 0 });
   v.push(span('a', undefined, 0, 3), 'svc');
   t.is(out.length, 1);
   t.regex(out[0]!, /^\S+ SERVER svc \(pid 7\) GET \/a 200 3\.00ms .*trace=4bf9.*\n$/);
