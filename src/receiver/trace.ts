@@ -244,6 +244,15 @@ function dropFrom(m: Map<number, TraceCtx[]>, key: number, ctx: TraceCtx): void 
   if (list.length === 0) m.delete(key);
 }
 
+/**
+ * One number for (process, thread): thread ids are below 2^22 (PID_MAX_LIMIT), so the key is
+ * exact (below 2^44). A thread id reused by another process (ids wrap at pid_max, 32768 on
+ * small machines) is not the thread whose request may still be listed as active.
+ */
+function threadKey(tgid: number, tid: number): number {
+  return tgid * 4194304 + tid;
+}
+
 /** Key of a connection as the client sees it: client endpoint → server endpoint. */
 function linkKey(client: string, clientPort: number, server: string, serverPort: number, netns: number): string {
   const ns = isLoopback(client) || isLoopback(server) ? `${netns}|` : '';
@@ -257,7 +266,7 @@ export class TraceRegistry {
   /** server requests seen before their client end: key (as the client sees it) → FIFO */
   private readonly pendingServers = new Map<string, TraceCtx[]>();
   private linkCount = 0;
-  /** server requests being served, per thread id */
+  /** server requests being served, per thread (threadKey: a reused thread id is another thread) */
   private readonly active = new Map<number, TraceCtx[]>();
   /** the same, per process (for work handed to a worker pool) */
   private readonly activeByProcess = new Map<number, TraceCtx[]>();
@@ -316,7 +325,7 @@ export class TraceRegistry {
         this.stats.linkTableEvicted++;
       }
     }
-    this.pushActive(this.active, tid, ctx);
+    this.pushActive(this.active, threadKey(tgid, tid), ctx);
     this.pushActive(this.activeByProcess, tgid, ctx);
     return ctx;
   }
@@ -348,7 +357,7 @@ export class TraceRegistry {
    */
   threadChild(tgid: number, tid: number): TraceCtx {
     const ctx = new TraceCtx();
-    if (this.active.get(tid)?.length) {
+    if (this.active.get(threadKey(tgid, tid))?.length) {
       this.parentByThread(ctx, tgid, tid);
       return ctx;
     }
@@ -367,7 +376,7 @@ export class TraceRegistry {
   }
 
   private parentByThread(ctx: TraceCtx, tgid: number, tid: number): void {
-    const list = this.active.get(tid);
+    const list = this.active.get(threadKey(tgid, tid));
     if (!list || list.length === 0) return;
     if (this.migrating.has(tgid) || this.opts.threadsUntrusted?.(tgid)) {
       this.stats.untrustedThreads++;
@@ -433,7 +442,7 @@ export class TraceRegistry {
 
   /** Forget a server request that ended, or never will (connection closed/evicted). */
   dropActive(ctx: TraceCtx, tgid: number, readTid: number): void {
-    dropFrom(this.active, readTid, ctx);
+    dropFrom(this.active, threadKey(tgid, readTid), ctx);
     dropFrom(this.activeByProcess, tgid, ctx);
   }
 

@@ -179,6 +179,18 @@ test('two requests active on one thread: the call gets no parent (never a wrong 
   t.is(h.table.stats.trace.ambiguous, 1);
 });
 
+test('a thread id reused by another process is another thread: its call is not the child of a request left active', (t) => {
+  const h = harness();
+  // process 200's thread 250 read a request and died before answering (no close() seen)
+  const up = conn(41001, 8000, 0x100n, 100, 200);
+  h.feed({ ...up.server, tid: 250, direction: IN, data: req('/a/dead') });
+  // ids wrapped: process 400's thread is 250 too, and makes a call
+  const down = conn(42001, 9000, 0x200n, 400, 300);
+  h.feed({ ...down.client, tid: 250, direction: OUT, data: req('/b/other') }, { ...down.client, tid: 250, direction: IN, data: RESP });
+  t.is(h.byPath('/b/other', 'client').parentSpanId, undefined);
+  t.is(h.table.stats.trace.threadParented, 0);
+});
+
 test('no thread-based parent in a Go binary, nor in a process seen migrating requests between threads', (t) => {
   const go = harness((tgid) => tgid === 200);
   const up = conn(41001, 8000, 0x100n, 100, 200);
