@@ -81,12 +81,12 @@ export class TraceTreeView {
       return;
     }
     if (t) {
-      if (!span.parentSpanId) t.rootAt ??= Date.now();
       if (t.spans.length >= this.opts.maxSpansPerTrace) {
         this.stats.overflowed++;
         this.print([{ span, service }], span.parentSpanId !== undefined);
         return;
       }
+      if (!span.parentSpanId) t.rootAt ??= Date.now();
       t.spans.push({ span, service });
       return;
     }

@@ -244,6 +244,8 @@ export class ConnectionTable {
   }
 
   private rememberSelf(endpoint: string, sock: bigint): void {
+    // a socket address or an endpoint seen before (its close was missed): drop the old pairing
+    this.forgetSelf(sock);
     const before = this.selfEndpoints.get(endpoint);
     if (before !== undefined) this.selfSocks.delete(before);
     this.selfEndpoints.delete(endpoint);
