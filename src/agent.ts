@@ -499,7 +499,7 @@ export class Agent {
     else if (ev.type === EventType.Tcp) this.tcp.onSummary(ev);
     else if (this.dns.claims(ev)) this.dns.onEvent(ev);
     else {
-      if ((ev.type === EventType.Connect || ev.type === EventType.Accept || ev.type === EventType.Close) && ev.tgid !== process.pid) this.tcp.observe(ev);
+      if (ev.type === EventType.Connect || ev.type === EventType.Accept || ev.type === EventType.Close) this.tcp.observe(ev);
       this.table.onEvent(ev);
     }
   }

@@ -38,7 +38,7 @@ import { Http2Handler } from './h2spans.js';
 import { Direction, EventType, SYS_SSL_READ, SYS_SSL_WRITE } from './layout.js';
 import { looksLikeTlsRecord } from './tls.js';
 import type { SidelightSpan } from './span.js';
-import { TraceRegistry, type TraceStats } from './trace.js';
+import { isLoopback, TraceRegistry, type TraceStats } from './trace.js';
 
 export interface ConnectionTableOptions {
   maxConnections: number;
@@ -143,7 +143,7 @@ const EPIPE = 32;
  * agent's): the namespace is part of the key then. Other addresses are unique on the node.
  */
 function selfKey(address: string, port: number, netns: number): string {
-  return address.startsWith('127.') || address === '::1' ? `${netns}|${address}:${port}` : `${address}:${port}`;
+  return isLoopback(address) ? `${netns}|${address}:${port}` : `${address}:${port}`;
 }
 
 /** End the protocol handler of a connection that is going away. */
@@ -212,7 +212,7 @@ export class ConnectionTable {
         this.open(ev, 'server');
         return;
       case EventType.Connect:
-        if (this.opts.selfTgid !== undefined && ev.tgid === this.opts.selfTgid) {
+        if (ev.tgid === this.opts.selfTgid) {
           this.rememberSelf(selfKey(ev.conn.local.address, ev.conn.local.port, ev.conn.netns), ev.sock);
           return;
         }
@@ -224,7 +224,7 @@ export class ConnectionTable {
         this.open(ev, 'client');
         return;
       case EventType.Close: {
-        if (this.opts.selfTgid !== undefined && ev.tgid === this.opts.selfTgid) {
+        if (ev.tgid === this.opts.selfTgid) {
           this.forgetSelf(ev.sock);
           return;
         }

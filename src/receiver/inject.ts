@@ -397,10 +397,7 @@ export class InjectTracker {
    * one given, so the window stays exact when the record is delivered later still.
    */
   claimServer(ctx: TraceCtx, tid: number, localPort: number, remotePort: number, from: bigint, to: bigint, until?: bigint): void {
-    if (ctx.remote) {
-      ctx.settle = undefined;
-      return;
-    }
+    if (ctx.remote) return;
     if (until === undefined) {
       if (ctx.settle) return;
       const key = `${InjectEventType.Context}|${tid}|${localPort}|${remotePort}`;

@@ -118,11 +118,12 @@ export class TcpTracker {
 
   /** Every CONNECT, ACCEPT and CLOSE record (other records are ignored); does not consume them. */
   observe(ev: KernelEvent): void {
+    if (ev.tgid === this.opts.selfTgid) return;
     if (ev.type === EventType.Close) {
       this.pickedOwner(ev);
       return;
     }
-    if (ev.proto !== 6 || ev.tgid === this.opts.selfTgid) return;
+    if (ev.proto !== 6) return;
     const process = ref(ev);
     if (ev.type === EventType.Accept && ev.ret >= 0 && ev.sock !== 0n) {
       if (this.accepted.size >= this.opts.maxAccepted) {

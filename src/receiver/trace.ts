@@ -231,7 +231,8 @@ export interface Tuple {
  */
 const MAX_PER_CONNECTION = 8;
 
-function isLoopback(addr: string): boolean {
+/** A loopback address: it names a different endpoint in every network namespace. */
+export function isLoopback(addr: string): boolean {
   return addr.startsWith('127.') || addr === '::1';
 }
 

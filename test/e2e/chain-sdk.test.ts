@@ -244,9 +244,7 @@ interface Run {
   loadStartNs: bigint;
   sdk: SdkStats;
   inject: Record<string, number>[];
-  /** each agent's trace-stitching counters (connections.trace in /healthz), for the log */
-  trace: Record<string, number>[];
-  /** each agent's non-zero kernel, HTTP and export counters, for the log (what a missing span may have met) */
+  /** each agent's non-zero loss and trace-stitching counters (test/helpers/counters.ts), for the log */
   counters: Record<string, number>[];
 }
 
@@ -372,16 +370,13 @@ async function runChain(prefix: string, twoNodes: boolean): Promise<Run> {
     const spans = await c.spans();
     const final = await healthz(agentOfB);
     const inject: Record<string, number>[] = [];
-    const trace: Record<string, number>[] = [];
     const counters: Record<string, number>[] = [];
     for (const a of agents) {
       const h = await healthz(a);
-      const conns = (h['connections'] ?? {}) as Record<string, unknown>;
       inject.push((h['inject'] ?? {}) as Record<string, number>);
-      trace.push((conns['trace'] ?? {}) as Record<string, number>);
-      counters.push(lossCounters({ ...h, connections: { http: conns['http'] }, inject: undefined }));
+      counters.push(lossCounters({ ...h, inject: undefined })); // inject: logged whole
     }
-    return { ids, bodies, spans, loadStartNs, sdk: final['sdk'] as SdkStats, inject, trace, counters };
+    return { ids, bodies, spans, loadStartNs, sdk: final['sdk'] as SdkStats, inject, counters };
   } finally {
     for (const f of cleanup.reverse()) {
       try {
@@ -482,7 +477,7 @@ function check(t: ExecutionContext, run: Run, label: string): void {
   const v = judge(run);
   t.log(
     `${label}: ${run.ids.length} concurrent requests; ${v.parented}/${v.parentable} spans got their expected parent (${v.goDnsWithoutParent} Go lookups without a parent), ` +
-      `${v.wrongParents.length} wrong parents, ${v.merged.length} merged traces; sdk ${JSON.stringify(run.sdk)}; inject ${JSON.stringify(run.inject)}; trace ${JSON.stringify(run.trace)}; counters ${JSON.stringify(run.counters)}`,
+      `${v.wrongParents.length} wrong parents, ${v.merged.length} merged traces; sdk ${JSON.stringify(run.sdk)}; inject ${JSON.stringify(run.inject)}; counters ${JSON.stringify(run.counters)}`,
   );
   t.deepEqual(v.missing, [], `${label}: every span of every request reached the Collector`);
   t.deepEqual(v.wrongParents, [], `${label}: zero wrong parents`);
